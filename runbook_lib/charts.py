@@ -1,0 +1,176 @@
+"""Matplotlib charts for the notebooks. Each takes evidence (or a SourceError) and returns a :class:`Chart`.
+
+Figures are built with the object API (no pyplot state), so they render the same in JupyterLab,
+under Papermill and in tests.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from dataclasses import dataclass
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .sources import SourceError
+
+SEVERITY_COLOURS = {"crit": "#b00020", "error": "#6a1b9a", "warn": "#c77700", "info": "#1565c0", "ok": "#2e7d32"}
+STATE_COLOURS = {"active": "#1565c0", "idle": "#9e9e9e", "idle in transaction": "#c77700",
+                 "idle in transaction (aborted)": "#b00020", "(hidden)": "#424242"}
+
+
+@dataclass
+class Chart:
+    """A rendered figure, or the reason there is none; displays itself as PNG or a short note."""
+
+    title: str
+    figure: Figure | None = None
+    note: str = ""
+
+    def _repr_png_(self) -> bytes | None:
+        if self.figure is None:
+            return None
+        buf = io.BytesIO()
+        self.figure.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        return buf.getvalue()
+
+    def _repr_html_(self) -> str | None:
+        if self.figure is not None:
+            return None
+        return f"<p><i>{html.escape(self.title)}: {html.escape(self.note)}</i></p>"
+
+    def __repr__(self) -> str:
+        return f"<Chart {self.title!r}{' (' + self.note + ')' if self.note else ''}>"
+
+
+def _unavailable(title: str, evidence: object) -> Chart | None:
+    if isinstance(evidence, SourceError):
+        return Chart(title, note=f"no data ({evidence.kind}: {evidence.message})")
+    if isinstance(evidence, pd.DataFrame) and evidence.empty:
+        return Chart(title, note="nothing to draw")
+    return None
+
+
+def connections_by_state(conns: pd.DataFrame | SourceError) -> Chart:
+    """Stacked bar of client connections by state, with the usable limit marked."""
+    title = "Connections by state"
+    if (c := _unavailable(title, conns)) is not None:
+        return c
+    by_state = conns.groupby("state")["sessions"].sum().sort_values(ascending=False)
+    by_app = conns.pivot_table(index="application_name", columns="state", values="sessions", aggfunc="sum",
+                               fill_value=0)
+    by_app = by_app.loc[by_app.sum(axis=1).sort_values(ascending=True).index[-12:]]
+    fig = Figure(figsize=(10, 3.8))
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2]})
+    left = 0
+    for state, n in by_state.items():
+        ax1.barh(["server"], [n], left=left, color=STATE_COLOURS.get(state, "#6d4c41"), label=f"{state} ({n})")
+        left += n
+    usable = conns.attrs.get("usable")
+    if usable:
+        ax1.axvline(usable, color="#b00020", linestyle="--", label=f"usable limit ({usable})")
+    ax1.set_xlabel("client connections")
+    ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    ax1.set_title(f"{conns.attrs.get('in_use', left)} of {usable} in use", fontsize=9)
+    lefts = pd.Series(0, index=by_app.index)
+    for state in by_app.columns:
+        ax2.barh(by_app.index, by_app[state], left=lefts, color=STATE_COLOURS.get(state, "#6d4c41"), label=state)
+        lefts = lefts + by_app[state]
+    ax2.set_title("by application", fontsize=9)
+    ax2.tick_params(axis="y", labelsize=8)
+    fig.suptitle(title)
+    return Chart(title, fig)
+
+
+def blocking_tree(tree: pd.DataFrame | SourceError, max_nodes: int = 40) -> Chart:
+    """The lock-wait forest: each root blocker on the left, the sessions waiting on it to its right."""
+    title = "Who is blocking whom"
+    if (c := _unavailable(title, tree)) is not None:
+        return c
+    children: dict[int, list[int]] = {}
+    for r in tree.itertuples():
+        if r.depth > 0 and r.blocked_by:
+            children.setdefault(int(r.blocked_by[0]), []).append(int(r.pid))
+    info = tree.set_index("pid")
+    roots = list(tree.loc[tree["depth"] == 0].sort_values("blocked_count", ascending=False)["pid"])
+    order: list[tuple[int, int]] = []  # (pid, depth) in drawing order
+    hidden = 0
+
+    def walk(pid: int, depth: int, seen: set[int]) -> None:
+        nonlocal hidden
+        if pid in seen:
+            return
+        seen.add(pid)
+        if len(order) >= max_nodes:
+            hidden += 1
+        else:
+            order.append((pid, depth))
+        for ch in children.get(pid, []):
+            walk(ch, depth + 1, seen)
+
+    seen: set[int] = set()
+    for root in roots:
+        walk(int(root), 0, seen)
+    ypos = {pid: -i for i, (pid, _) in enumerate(order)}
+    max_depth = max(d for _, d in order) if order else 0
+    fig = Figure(figsize=(3.6 * (max_depth + 1) + 1, 0.42 * len(order) + 1.2))
+    ax = fig.subplots()
+    for pid, depth in order:
+        r = info.loc[pid]
+        parent = r["blocked_by"][0] if r["depth"] > 0 and len(r["blocked_by"]) else None
+        if parent in ypos:
+            pdepth = next(d for p, d in order if p == parent)
+            ax.annotate("", xy=(pdepth + 0.05, ypos[parent]), xytext=(depth - 0.05, ypos[pid]),
+                        arrowprops={"arrowstyle": "->", "color": "#757575", "lw": 0.8})
+        state = str(r["state"] or "?")
+        colour = "#b00020" if depth == 0 else ("#c77700" if r["waiting_mode"] == "AccessExclusiveLock" else "#1565c0")
+        label = f"pid {pid} · {state} · {r['application_name'] or '?'}"
+        if r["waiting_mode"]:
+            label += f"\nwaits {r['waiting_mode']} on {r['waiting_relation']}"
+        elif depth == 0:
+            label += f"\nblocks {int(r['blocked_count'])}, xact {float(r['xact_age_s'] or 0):.0f}s"
+        ax.text(depth, ypos[pid], label, fontsize=7.5, va="center", ha="left",
+                bbox={"boxstyle": "round", "fc": "white", "ec": colour, "lw": 1.5})
+    if hidden:
+        ax.text(0, -len(order) - 0.3, f"+{hidden} more sessions not drawn", fontsize=8, style="italic")
+    ax.set_xlim(-0.1, max_depth + 1.2)
+    ax.set_ylim(-len(order) - 0.8, 0.8)
+    ax.axis("off")
+    ax.set_title(f"{title}: {len(roots)} root blocker(s), {len(tree) - len(roots)} waiting", fontsize=10)
+    return Chart(title, fig)
+
+
+def top_statements(stats: pd.DataFrame | SourceError, by: str = "total_ms", limit: int = 10,
+                   title: str = "Top statements by total time") -> Chart:
+    """Horizontal bars of the statements with the most ``by``, labelled with calls and mean time."""
+    if (c := _unavailable(title, stats)) is not None:
+        return c
+    top = stats.sort_values(by, ascending=False).head(limit).iloc[::-1]
+    labels = [" ".join(str(q).split())[:60] for q in top["query"]]
+    fig = Figure(figsize=(10, 0.45 * len(top) + 1.2))
+    ax = fig.subplots()
+    bars = ax.barh(range(len(top)), top[by], color="#1565c0")
+    ax.set_yticks(range(len(top)), labels, fontsize=7.5)
+    for bar, (_, r) in zip(bars, top.iterrows()):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                f"  {int(r['calls'])} calls, {r['mean_ms']:,.1f} ms mean", va="center", fontsize=7)
+    ax.set_xlabel(by.replace("_", " "))
+    ax.set_title(title, fontsize=10)
+    return Chart(title, fig)
+
+
+def wait_events(waits: pd.DataFrame | SourceError) -> Chart:
+    """Average active sessions by wait event over the sample (CPU = running)."""
+    title = "What active sessions waited on"
+    if (c := _unavailable(title, waits)) is not None:
+        return c
+    top = waits.head(12).iloc[::-1]
+    colours = ["#b00020" if t == "Lock" else ("#2e7d32" if t == "CPU" else "#1565c0") for t in top["wait_event_type"]]
+    fig = Figure(figsize=(8, 0.4 * len(top) + 1.2))
+    ax = fig.subplots()
+    ax.barh([f"{t}/{e}" for t, e in zip(top["wait_event_type"], top["wait_event"])], top["avg_sessions"],
+            color=colours)
+    ax.set_xlabel(f"average active sessions ({waits.attrs.get('samples', '?')} samples)")
+    ax.set_title(title, fontsize=10)
+    return Chart(title, fig)

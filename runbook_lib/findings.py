@@ -1,0 +1,303 @@
+"""Findings: severity, thresholds with documented defaults, playbook actions, and the run's report.
+
+A finding's ``key`` (check plus subject) is stable across runs so one problem can be followed
+from run to run. The report writes every finding as it is added to ``$RUNBOOK_FINDINGS_PATH``
+(set by the runner), so a run that fails half-way still leaves what it found.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import ConfigError
+from .redact import redact
+from .sources import SourceError
+
+FINDINGS_PATH_ENV = "RUNBOOK_FINDINGS_PATH"
+
+
+class Severity(str, Enum):
+    """How bad a finding is. ``error`` means the evidence could not be collected."""
+
+    OK = "ok"
+    INFO = "info"
+    WARN = "warn"
+    CRIT = "crit"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        """Sort order, most urgent first: crit, error, warn, info, ok."""
+        return {"crit": 0, "error": 1, "warn": 2, "info": 3, "ok": 4}[self.value]
+
+
+# The playbook's "Stabilize" actions (../shared/playbook.md), quoted so every finding can cite its row.
+PLAYBOOK: dict[str, str] = {
+    "Authentication failures": "Check identity /health, Supabase status, Redis connectivity. "
+                               "Roll back recent identity deployments if necessary.",
+    "Portal outages": "Verify Supabase env keys, identity reachability, and Next.js error logs. "
+                      "Redirect traffic to maintenance page if downtime is prolonged.",
+    "Queue backlog": "Scale worker horizontally, inspect stuck jobs, confirm Redis memory and connection counts.",
+    "Database pressure": "Inspect Postgres metrics (connections, locks, slow queries). Scale vertically or limit "
+                         "new writes; if migrations just ran, investigate long-running DDL.",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One ranked conclusion with the next action and the small evidence behind it."""
+
+    check: str
+    subject: str
+    severity: Severity
+    title: str
+    detail: str = ""
+    action: str = ""
+    playbook: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Stable identity across runs: check plus subject."""
+        return f"{self.check}:{self.subject}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``findings.json`` object (JSON-safe, redacted)."""
+        return {
+            "key": self.key,
+            "check": self.check,
+            "subject": self.subject,
+            "severity": self.severity.value,
+            "title": redact(self.title),
+            "detail": redact(self.detail),
+            "action": redact(self.action),
+            "playbook": self.playbook,
+            "evidence": json_safe(self.evidence),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Finding:
+        """Inverse of :meth:`to_dict` (``key`` is recomputed)."""
+        return cls(check=d["check"], subject=d.get("subject", ""), severity=Severity(d["severity"]),
+                   title=d.get("title", ""), detail=d.get("detail", ""), action=d.get("action", ""),
+                   playbook=d.get("playbook", ""), evidence=dict(d.get("evidence") or {}))
+
+
+def json_safe(value: Any, *, max_items: int = 50, max_str: int = 500) -> Any:
+    """Small, JSON-serialisable, redacted copy of ``value`` (NaN -> None, long lists cut)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else round(value, 3)
+    if isinstance(value, str):
+        return redact(value[:max_str])
+    if isinstance(value, (datetime, pd.Timestamp)):
+        return value.isoformat()
+    if isinstance(value, pd.DataFrame):
+        return json_safe(value.head(max_items).to_dict(orient="records"), max_items=max_items)
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v, max_items=max_items) for k, v in list(value.items())[:max_items]}
+    if isinstance(value, (list, tuple, set)):
+        return [json_safe(v, max_items=max_items) for v in list(value)[:max_items]]
+    if hasattr(value, "item"):  # numpy scalar
+        return json_safe(value.item())
+    if pd.isna(value) if not isinstance(value, (list, dict)) else False:
+        return None
+    return redact(str(value)[:max_str])
+
+
+def from_source_error(err: SourceError, check: str, playbook: str = "") -> Finding:
+    """The finding for evidence that could not be collected; says how to fix it where we know."""
+    sev = Severity.WARN if err.kind in ("missing_extension", "permission") else Severity.ERROR
+    what = {"unreachable": "is unreachable", "timeout": "timed out", "lock_timeout": "gave up waiting on a lock",
+            "permission": "lacks a privilege", "missing_extension": "needs an extension",
+            "config": "is not configured"}.get(err.kind, "failed")
+    return Finding(
+        check=check, subject=f"{err.source}.{err.check}", severity=sev,
+        title=f"{err.source} {err.check}: {what}",
+        detail=err.message, action=err.hint or f"Check the {err.source} target, then re-run this notebook.",
+        playbook=playbook, evidence={"kind": err.kind, "source": err.source},
+    )
+
+
+# --------------------------------------------------------------------------- thresholds
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits that turn evidence into severities. Defaults below; override per environment file
+    (``thresholds:``) or per run (``-p thresholds='{name: value}'``)."""
+
+    connections_warn_pct: float = 75.0        # client backends / (max_connections - reserved)
+    connections_crit_pct: float = 90.0
+    blocked_sessions_crit: int = 5            # a root blocker with this many sessions behind it is critical
+    blocked_wait_crit_s: float = 30.0         # ... or whose chain has waited this long
+    idle_in_transaction_warn_s: float = 60.0  # idle inside a transaction this long
+    idle_in_transaction_crit_s: float = 600.0
+    long_query_warn_s: float = 60.0           # one statement active this long
+    long_query_crit_s: float = 600.0
+    long_transaction_warn_s: float = 600.0    # a transaction open this long
+    long_transaction_crit_s: float = 3600.0
+    ddl_wait_crit_s: float = 5.0              # a DDL waiting for its lock with sessions queued behind it
+    xmin_age_warn: int = 50_000_000           # xids a horizon holder keeps vacuum from cleaning
+    xmin_age_crit: int = 500_000_000
+    slow_statement_mean_ms: float = 500.0     # mean time per call during the sample interval
+    slow_statement_crit_mean_ms: float = 5000.0
+    replication_lag_warn_s: float = 30.0
+    replication_lag_crit_s: float = 300.0
+    slot_retained_warn_bytes: int = 1 << 30
+    slot_retained_crit_bytes: int = 10 << 30
+    wraparound_warn_pct: float = 50.0         # xid age as a share of 2^31
+    wraparound_crit_pct: float = 75.0
+    vacuum_running_warn_s: float = 3600.0
+    cache_hit_warn_ratio: float = 0.95        # over the interval, when at least cache_min_blocks were read
+    cache_min_blocks: int = 1000
+    temp_bytes_warn: int = 100 << 20          # temp-file bytes written during the interval
+    deadlocks_warn: int = 1                   # deadlocks during the interval
+    sequence_warn_pct: float = 75.0
+    sequence_crit_pct: float = 90.0
+
+    @classmethod
+    def from_mapping(cls, *overrides: Mapping[str, Any] | None) -> Thresholds:
+        """Defaults updated by each mapping in turn; unknown names or non-numbers are a :class:`ConfigError`."""
+        known = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for mapping in overrides:
+            if not mapping:
+                continue
+            if not isinstance(mapping, Mapping):
+                raise ConfigError(f"thresholds must be a mapping of name: number, not {type(mapping).__name__}")
+            for k, v in mapping.items():
+                if k not in known:
+                    raise ConfigError(f"unknown threshold {k!r} (known: {', '.join(sorted(known))})")
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ConfigError(f"threshold {k} must be a number, got {v!r}")
+                values[k] = int(v) if known[k] == "int" else float(v)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- report
+
+class Report:
+    """The run's findings, ranked; persisted on every add when ``$RUNBOOK_FINDINGS_PATH`` is set."""
+
+    DISPLAY_ID = "runbook-findings-summary"
+
+    def __init__(self, incident_id: str = "", notebook: str = "", sink: str | Path | None = None) -> None:
+        self.incident_id = incident_id
+        self.notebook = notebook
+        env_sink = os.environ.get(FINDINGS_PATH_ENV)
+        self.sink = Path(sink) if sink else (Path(env_sink) if env_sink else None)
+        self._by_key: dict[str, Finding] = {}
+        self._display: Any = None
+
+    def add(self, *items: Finding | Iterable[Finding] | None) -> list[Finding]:
+        """Record findings (a later finding with the same key replaces the earlier one)."""
+        added: list[Finding] = []
+        for item in items:
+            if item is None:
+                continue
+            for f in ([item] if isinstance(item, Finding) else list(item)):
+                self._by_key[f.key] = f
+                added.append(f)
+        self._persist()
+        if self._display is not None:
+            self._display.update(self)
+        return added
+
+    @property
+    def findings(self) -> list[Finding]:
+        """All findings, most urgent first."""
+        return sorted(self._by_key.values(), key=lambda f: (f.severity.rank, f.check, f.subject))
+
+    def worst(self) -> Severity:
+        """The most urgent severity recorded (ok when nothing was found)."""
+        fs = self.findings
+        return fs[0].severity if fs else Severity.OK
+
+    def frame(self) -> pd.DataFrame:
+        """Findings as a table: severity, title, action, key."""
+        rows = [{"severity": f.severity.value, "title": f.title, "action": f.action, "key": f.key}
+                for f in self.findings]
+        return pd.DataFrame(rows, columns=["severity", "title", "action", "key"])
+
+    def summary(self) -> None:
+        """Show the ranked findings; the output updates in place as later cells add findings."""
+        try:
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython ships with ipykernel
+            print(self)
+            return
+        self._display = display(self, display_id=self.DISPLAY_ID)
+
+    def _persist(self) -> None:
+        if self.sink is None:
+            return
+        data = json.dumps([f.to_dict() for f in self.findings], indent=2, sort_keys=False)
+        self.sink.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.sink.parent, prefix=".findings-", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+        os.replace(tmp, self.sink)
+
+    def __str__(self) -> str:
+        lines = [f"{len(self._by_key)} findings for incident {self.incident_id or '-'}"]
+        for f in self.findings:
+            if f.severity is not Severity.OK:
+                lines.append(f"[{f.severity.value.upper():5}] {f.title} -> {f.action}")
+        ok = sum(1 for f in self.findings if f.severity is Severity.OK)
+        if ok:
+            lines.append(f"[ OK  ] {ok} checks found nothing wrong")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        colours = {"crit": "#b00020", "error": "#6a1b9a", "warn": "#c77700", "info": "#1565c0", "ok": "#2e7d32"}
+        fs = self.findings
+        bad = [f for f in fs if f.severity is not Severity.OK]
+        ok = [f for f in fs if f.severity is Severity.OK]
+        head = (f"<h3>Findings: {len(bad)} to act on, {len(ok)} checks clear"
+                f"{' (incident ' + html.escape(self.incident_id) + ')' if self.incident_id else ''}</h3>")
+        if not fs:
+            return head + "<p>No checks have reported yet.</p>"
+        rows = []
+        for f in bad:
+            c = colours[f.severity.value]
+            rows.append(
+                f'<tr><td><b style="color:{c}">{f.severity.value.upper()}</b></td>'
+                f"<td><b>{html.escape(redact(f.title))}</b><br><small>{html.escape(redact(f.detail))}</small></td>"
+                f"<td>{html.escape(redact(f.action))}"
+                f"{'<br><small><i>Playbook, ' + html.escape(f.playbook) + '</i></small>' if f.playbook else ''}</td>"
+                f"<td><code>{html.escape(f.key)}</code></td></tr>")
+        table = ("<table><thead><tr><th>severity</th><th>finding</th><th>next action</th><th>key</th></tr></thead>"
+                 f"<tbody>{''.join(rows)}</tbody></table>") if rows else "<p>Nothing to act on.</p>"
+        clear = ("<details><summary>Checks with nothing wrong</summary><ul>"
+                 + "".join(f"<li>{html.escape(redact(f.title))}</li>" for f in ok) + "</ul></details>") if ok else ""
+        return head + table + clear
+
+
+def load_findings(path: str | Path) -> list[Finding]:
+    """Read a ``findings.json`` written by :class:`Report`."""
+    data = json.loads(Path(path).read_text())
+    return [Finding.from_dict(d) for d in data]
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,79 @@
+"""What a notebook opens first: the incident's parameters resolved, its report, and its targets."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .config import Environment, load_environment, parse_window
+from .errors import RunbookError
+from .findings import Finding, Report, Severity, Thresholds
+from .sources import postgres
+
+
+@dataclass
+class Incident:
+    """Parameters of one diagnostic run, its report, and lazily opened sources."""
+
+    incident_id: str
+    environment_name: str
+    environment: Environment | None
+    window_start: datetime | None
+    window_end: datetime | None
+    thresholds: Thresholds
+    report: Report
+    problems: list[str] = field(default_factory=list)
+    _db: postgres.Database | None = None
+
+    def postgres(self) -> postgres.Database:
+        """The environment's Postgres as a read-only, time-limited diagnostic session."""
+        if self._db is None:
+            if self.environment is None:
+                self._db = postgres.Database(None, unavailable="; ".join(self.problems) or "no environment")
+            else:
+                self._db = postgres.Database.from_environment(self.environment)
+        return self._db
+
+    def close(self) -> None:
+        """Close every source opened for this run."""
+        if self._db is not None:
+            self._db.close()
+
+    def _repr_html_(self) -> str:
+        window = (f"{self.window_start:%Y-%m-%d %H:%M:%S} to {self.window_end:%Y-%m-%d %H:%M:%S} UTC"
+                  if self.window_start and self.window_end else "unresolved")
+        changed = {k: v for k, v in self.thresholds.to_dict().items() if v != getattr(Thresholds(), k)}
+        rows = [("Incident", self.incident_id), ("Environment", self.environment_name), ("Window", window),
+                ("Thresholds changed", ", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults")]
+        body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in rows)
+        probs = "".join(f"<p style='color:#b00020'>{html.escape(p)}</p>" for p in self.problems)
+        return f"<table>{body}</table>{probs}"
+
+
+def start(incident_id: str, environment: str, window_start: str = "-60m", window_end: str = "now",
+          thresholds: dict[str, Any] | None = None, notebook: str = "") -> Incident:
+    """Resolve a notebook's parameters. Bad configuration becomes an error finding, never an exception."""
+    report = Report(incident_id=incident_id, notebook=notebook)
+    problems: list[str] = []
+    env: Environment | None = None
+    try:
+        env = load_environment(environment)
+    except RunbookError as e:
+        problems.append(str(e))
+    try:
+        start_dt, end_dt = parse_window(window_start, window_end)
+    except RunbookError as e:
+        problems.append(str(e))
+        start_dt = end_dt = None
+    try:
+        th = Thresholds.from_mapping(env.thresholds if env else None, thresholds)
+    except RunbookError as e:
+        problems.append(str(e))
+        th = Thresholds()
+    for p in problems:
+        report.add(Finding("config", "parameters", Severity.ERROR, "The run's configuration is not usable",
+                           detail=p, action="Fix the environment file or parameters and re-run"))
+    return Incident(incident_id, environment, env, start_dt, end_dt, th, report, problems)

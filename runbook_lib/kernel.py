@@ -1,0 +1,31 @@
+"""The Jupyter kernel spec the notebooks name (``runbook``) and the runner uses."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+KERNEL_NAME = "runbook"
+DISPLAY_NAME = "Python (runbook)"
+
+
+def ensure_kernelspec() -> Path:
+    """Install the ``runbook`` kernel spec for this interpreter unless it already points here."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    ksm = KernelSpecManager()
+    try:
+        spec = ksm.get_kernel_spec(KERNEL_NAME)
+        if spec.argv and Path(spec.argv[0]).resolve() == Path(sys.executable).resolve():
+            return Path(spec.resource_dir)
+    except NoSuchKernel:
+        pass
+    from ipykernel.kernelspec import install
+
+    path = install(kernel_name=KERNEL_NAME, display_name=DISPLAY_NAME, prefix=sys.prefix)
+    kernel_json = Path(path) / "kernel.json"
+    data = json.loads(kernel_json.read_text())
+    data["argv"][0] = sys.executable
+    kernel_json.write_text(json.dumps(data, indent=1))
+    return Path(path)

@@ -1,0 +1,1 @@
+"""Rules: evidence (DataFrame or SourceError) + thresholds -> findings. One module per source."""

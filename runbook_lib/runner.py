@@ -1,0 +1,296 @@
+"""Papermill execution: validate parameters, run the notebook, render, archive.
+
+``run_notebook`` is what ``runbook run`` calls. Everything a user can get wrong (unknown notebook,
+malformed parameter, unsafe incident id, bad window or thresholds, a credential passed as a
+parameter) is refused with a :class:`RunbookError` before anything runs. Once a run starts it always
+ends as an archived record, ``ok`` or ``failed``, with the findings recorded so far.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import platform
+import socket
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from . import __version__, archive
+from .config import list_environments, load_environment, parse_window, project_dir
+from .errors import RunbookError
+from .findings import FINDINGS_PATH_ENV, Finding, Severity, Thresholds
+from .kernel import KERNEL_NAME, ensure_kernelspec
+from .redact import contains_credentials, redact
+
+RUNNER_PARAMETERS = ("incident_id", "environment", "window_start", "window_end")
+
+
+@dataclass
+class RunResult:
+    """How a run ended and where its record is."""
+
+    status: str
+    record: Path
+    reason: str = ""
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def report(self) -> Path:
+        return self.record / "report.html"
+
+
+def notebook_path(name: str) -> Path:
+    """``notebooks/<name>.ipynb`` for a known notebook name; a clear error listing the known ones."""
+    nb_dir = project_dir("notebooks")
+    if not name or "/" in name or name.startswith("."):
+        raise RunbookError(f"notebook name {name!r} is not valid (known: {', '.join(list_notebooks()) or 'none'})")
+    path = nb_dir / f"{name.removesuffix('.ipynb')}.ipynb"
+    if not path.is_file():
+        raise RunbookError(f"unknown notebook {name!r} (known: {', '.join(list_notebooks()) or 'none'})")
+    return path
+
+
+def list_notebooks() -> list[str]:
+    """Names of the runnable notebooks."""
+    return sorted(p.stem for p in project_dir("notebooks").glob("*.ipynb"))
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A notebook parameter: name, Python type of its default, default source text, help comment."""
+
+    name: str
+    type: str
+    default: str
+    help: str
+
+
+def notebook_parameters(path: Path) -> dict[str, Parameter]:
+    """Parameters declared in the cell tagged ``parameters`` (types inferred from the defaults)."""
+    import papermill
+
+    out = {}
+    for name, p in papermill.inspect_notebook(str(path)).items():
+        try:
+            kind = type(ast.literal_eval(p["default"])).__name__
+        except (ValueError, SyntaxError):
+            kind = "str"
+        out[name] = Parameter(name, kind, p["default"], p.get("help", ""))
+    return out
+
+
+def coerce_parameters(declared: dict[str, Parameter], raw: dict[str, Any]) -> dict[str, Any]:
+    """Convert ``key=value`` strings to each parameter's declared type; unknown names are an error."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in declared:
+            raise RunbookError(f"unknown parameter {key!r} (this notebook takes: {', '.join(declared)})")
+        kind = declared[key].type
+        if not isinstance(value, str):
+            out[key] = value
+            continue
+        try:
+            if kind == "str" or kind == "NoneType":
+                out[key] = value
+            elif kind == "bool":
+                low = value.strip().lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                out[key] = low in ("true", "1", "yes")
+            elif kind == "int":
+                out[key] = int(value)
+            elif kind == "float":
+                out[key] = float(value)
+            elif kind in ("dict", "list"):
+                parsed = yaml.safe_load(value)
+                if type(parsed).__name__ != kind:
+                    raise ValueError
+                out[key] = parsed
+            else:
+                out[key] = value
+        except (ValueError, yaml.YAMLError):
+            raise RunbookError(f"parameter {key}={value!r} is not a valid {kind}") from None
+    for key, value in out.items():
+        if contains_credentials(json.dumps(value, default=str)):
+            raise RunbookError(f"parameter {key} looks like it holds a credential; pass secrets through the "
+                               "environment variables named in the environment file")
+    return out
+
+
+def _kernel_manager_with_env(extra_env: dict[str, str]) -> type:
+    from jupyter_client.manager import AsyncKernelManager
+
+    class RunbookKernelManager(AsyncKernelManager):  # type: ignore[misc]
+        """Starts the kernel with the run's private variables (findings path, project dirs)."""
+
+        async def _async_pre_start_kernel(self, **kw: Any) -> Any:
+            env = dict(kw.pop("env", None) or os.environ)
+            env.update(extra_env)
+            kw["env"] = env
+            return await super()._async_pre_start_kernel(**kw)
+
+    return RunbookKernelManager
+
+
+def _versions() -> dict[str, str]:
+    out = {"runbook": __version__, "python": platform.python_version()}
+    for pkg in ("papermill", "nbclient", "nbconvert", "pandas", "matplotlib", "psycopg", "redis", "httpx"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def render_html(nb_path: Path, out_path: Path, title: str) -> None:
+    """Render an executed notebook to HTML without input cells or prompts (for readers, not coders)."""
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(nb_path, as_version=4)
+    exporter = HTMLExporter(template_name="lab")
+    exporter.exclude_input = True
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp.write_text(body)
+    os.replace(tmp, out_path)
+
+
+def prepare(notebook: str, incident_id: str, *, environment: str | None = None, env_file: str | None = None,
+            parameters: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Validate everything about a run before it starts; return (notebook path, final parameters)."""
+    archive.validate_incident_id(incident_id)
+    path = notebook_path(notebook)
+    declared = notebook_parameters(path)
+    missing = [p for p in RUNNER_PARAMETERS if p not in declared]
+    if missing:
+        raise RunbookError(f"notebook {notebook} does not declare {', '.join(missing)} in its parameters cell")
+    raw = dict(parameters or {})
+    for reserved in ("incident_id",):
+        if reserved in raw:
+            raise RunbookError(f"set {reserved} with --incident, not -p")
+    if environment and env_file:
+        raise RunbookError("give --env or --env-file, not both")
+    params = coerce_parameters(declared, raw)
+    params["incident_id"] = incident_id
+    if env_file:
+        params["environment"] = str(Path(env_file).expanduser().resolve())
+    elif environment:
+        params["environment"] = environment
+    env_name = params.get("environment") or ast.literal_eval(declared["environment"].default)
+    env = load_environment(env_name)  # raises a one-line ConfigError
+    start, end = parse_window(params.get("window_start", ast.literal_eval(declared["window_start"].default)),
+                              params.get("window_end", ast.literal_eval(declared["window_end"].default)))
+    params["window_start"], params["window_end"] = start.isoformat(), end.isoformat()
+    if "thresholds" in params:
+        Thresholds.from_mapping(env.thresholds, params["thresholds"])
+    return path, params
+
+
+def run_notebook(notebook: str, incident_id: str, *, environment: str | None = None, env_file: str | None = None,
+                 parameters: dict[str, Any] | None = None, archive_dir: str | os.PathLike[str] | None = None,
+                 cell_timeout: int = 300) -> RunResult:
+    """Execute ``notebook`` for an incident and archive the record. Raises RunbookError only before it starts."""
+    path, params = prepare(notebook, incident_id, environment=environment, env_file=env_file, parameters=parameters)
+    env = load_environment(params.get("environment") or "local") if params.get("environment") else None
+    secret_values = env.secret_values() if env else []
+    root = archive.archive_root(archive_dir)
+    archive.recover_interrupted(root)
+    ensure_kernelspec()
+    stage = archive.begin(root, incident_id, path.stem, {
+        "parameters": json.loads(redact(json.dumps(params))),
+        "environment": params.get("environment"),
+        "kernel": KERNEL_NAME,
+        "versions": _versions(),
+        "host": socket.gethostname(),
+        "command": "runbook run",
+    })
+    out_nb = stage.file("notebook.ipynb")
+    findings_path = stage.file("findings.json")
+    findings_path.write_text("[]")
+    status, reason = "ok", ""
+    interrupted: BaseException | None = None
+    try:
+        import papermill
+        from papermill.exceptions import PapermillExecutionError
+
+        km_class = _kernel_manager_with_env({
+            FINDINGS_PATH_ENV: str(findings_path),
+            "RUNBOOK_PARAMS_DIR": str(project_dir("params")),
+            "RUNBOOK_NOTEBOOKS_DIR": str(project_dir("notebooks")),
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        })
+        papermill.execute_notebook(
+            str(path), str(out_nb), parameters=params, kernel_name=KERNEL_NAME, progress_bar=False,
+            log_output=False, request_save_on_cell_execute=True, execution_timeout=cell_timeout,
+            cwd=str(path.parent), kernel_manager_class=km_class,
+        )
+    except PapermillExecutionError as e:
+        status = "failed"
+        reason = f"cell {e.exec_count} raised {e.ename}: {e.evalue}"
+    except KeyboardInterrupt as e:
+        status, reason, interrupted = "failed", "interrupted by the user (Ctrl-C)", e
+    except Exception as e:  # kernel died, cell timeout, papermill I/O: still archive what we have
+        status = "failed"
+        reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'}"
+    reason = redact(reason, secret_values)[:500]
+    findings = _read_findings(findings_path)
+    if status == "failed":
+        findings.append(Finding("runner", "execution", Severity.ERROR, f"The {path.stem} notebook did not finish",
+                                detail=reason, action="Open notebook.ipynb in this record to see the failing cell; "
+                                "fix the cause and re-run").to_dict())
+        findings_path.write_text(json.dumps(findings, indent=2))
+    if not out_nb.exists():
+        nbformat.write(nbformat.read(path, as_version=4), out_nb)
+    try:
+        render_html(out_nb, stage.file("report.html"), f"{incident_id}: {path.stem}")
+    except Exception as e:  # a record without HTML is still a record
+        stage.file("report.html").write_text(f"<html><body><p>report could not be rendered: "
+                                             f"{type(e).__name__}</p></body></html>")
+        if status == "ok":
+            reason = f"report rendering failed: {type(e).__name__}"
+    worst = min((Severity(f["severity"]) for f in findings), key=lambda s: s.rank, default=Severity.OK)
+    counts: dict[str, int] = {}
+    for f in findings:
+        counts[f["severity"]] = counts.get(f["severity"], 0) + 1
+    record = stage.finalize(status=status, reason=reason, extra_secrets=secret_values,
+                            extra={"worst_severity": worst.value, "finding_counts": counts})
+    if interrupted is not None:
+        raise interrupted
+    return RunResult(status, record, reason, findings)
+
+
+def _read_findings(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, list) else []
+    except (OSError, ValueError):
+        return []
+
+
+def describe_notebooks() -> list[dict[str, Any]]:
+    """Each notebook's name, title (first heading) and parameters, for ``runbook list``."""
+    out = []
+    for name in list_notebooks():
+        path = notebook_path(name)
+        nb = nbformat.read(path, as_version=4)
+        title = next((ln.lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"
+                      for ln in c.source.splitlines() if ln.startswith("#")), name)
+        out.append({"name": name, "title": title, "parameters": list(notebook_parameters(path).values())})
+    return out
+
+
+def environments() -> list[str]:
+    return list_environments()
+
+
+__all__ = ["RunResult", "run_notebook", "prepare", "list_notebooks", "describe_notebooks", "render_html",
+           "notebook_path"]

@@ -1,0 +1,378 @@
+"""A real local PostgreSQL and Redis in temporary directories, and demo incidents staged on them.
+
+PostgreSQL refuses to run as root, so when this process is root the server programs run as the
+unprivileged ``postgres`` user (Debian's) through ``runuser``, in a directory that user owns.
+Both servers listen on free loopback ports and require passwords, so the DSNs handed out hold
+real secrets (which the archive must never contain).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from .errors import RunbookError
+
+PG_ADMIN = "runbook_admin"
+PG_MONITOR = "runbook_monitor"
+PG_DATABASE = "app"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_pg_bindir() -> Path:
+    """Directory holding ``initdb``/``pg_ctl``/``postgres`` (newest Debian version, or ``pg_config --bindir``)."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True)
+    if shutil.which("pg_config"):
+        try:
+            out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=10).stdout.strip()
+            if out:
+                candidates.append(out)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    for c in candidates:
+        if (Path(c) / "initdb").exists() and (Path(c) / "pg_ctl").exists():
+            return Path(c)
+    raise RunbookError("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install -y postgresql")
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise RunbookError("running as root and no unprivileged 'postgres' user exists: apt-get install -y postgresql")
+
+
+@dataclass
+class PostgresServer:
+    """A running sandbox PostgreSQL. DSNs carry passwords: pass them only through environment variables."""
+
+    directory: Path
+    port: int
+    admin_password: str
+    monitor_password: str
+    bindir: Path
+    _run_as: pwd.struct_passwd | None = None
+
+    def dsn(self, role: str = PG_MONITOR, database: str = PG_DATABASE) -> str:
+        """A URL DSN for ``role`` (the monitor role is pg_monitor, not superuser)."""
+        pw = self.admin_password if role == PG_ADMIN else self.monitor_password
+        return f"postgresql://{role}:{pw}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def admin_dsn(self) -> str:
+        return self.dsn(PG_ADMIN)
+
+    @property
+    def monitor_dsn(self) -> str:
+        return self.dsn(PG_MONITOR)
+
+    def _cmd(self, *args: str) -> list[str]:
+        return ["runuser", "-u", self._run_as.pw_name, "--", *args] if self._run_as else list(args)
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown) and remove its directory."""
+        data = self.directory / "data"
+        if (data / "postmaster.pid").exists():
+            subprocess.run(self._cmd(str(self.bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
+                                     "-t", "30", "stop"), capture_output=True, timeout=60)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_postgres(*, max_connections: int = 200, max_locks_per_transaction: int = 128,
+                   settings: dict[str, str] | None = None) -> PostgresServer:
+    """Initialise and start a PostgreSQL with pg_stat_statements preloaded; create the admin and monitor roles."""
+    bindir = find_pg_bindir()
+    run_as = _unprivileged_user()
+    directory = Path(tempfile.mkdtemp(prefix="runbook-pg-"))
+    os.chmod(directory, 0o700)
+    if run_as:
+        os.chown(directory, run_as.pw_uid, run_as.pw_gid)
+    port = free_port()
+    admin_pw, monitor_pw = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    server = PostgresServer(directory, port, admin_pw, monitor_pw, bindir, run_as)
+    pwfile = directory / "pwfile"
+    pwfile.write_text(admin_pw + "\n")
+    if run_as:
+        os.chown(pwfile, run_as.pw_uid, run_as.pw_gid)
+    data = directory / "data"
+    try:
+        _run(server._cmd(str(bindir / "initdb"), "-D", str(data), "-U", PG_ADMIN, "--pwfile", str(pwfile),
+                         "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync",
+                         "--locale=C"), "initdb")
+        pwfile.unlink()
+        conf = {
+            "listen_addresses": "'127.0.0.1'", "port": str(port), "unix_socket_directories": f"'{directory}'",
+            "shared_preload_libraries": "'pg_stat_statements'", "pg_stat_statements.track": "all",
+            "max_connections": str(max_connections), "max_locks_per_transaction": str(max_locks_per_transaction),
+            "max_prepared_transactions": "10", "fsync": "off", "synchronous_commit": "off",
+            "full_page_writes": "off", "shared_buffers": "128MB", "track_io_timing": "on",
+            "deadlock_timeout": "200ms", "log_min_messages": "warning", "wal_level": "logical",
+            "max_replication_slots": "4", "max_wal_senders": "4",
+        }
+        conf.update(settings or {})
+        with open(data / "postgresql.conf", "a") as f:
+            f.write("\n# runbook sandbox\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
+        _run(server._cmd(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(directory / "server.log"),
+                         "-w", "-t", "60", "start"), "pg_ctl start")
+        with psycopg.connect(server.dsn(PG_ADMIN, "postgres"), autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f"CREATE DATABASE {PG_DATABASE}")
+            conn.execute(f"CREATE ROLE {PG_MONITOR} LOGIN PASSWORD %s IN ROLE pg_monitor".replace("%s", _lit(monitor_pw)))
+            conn.execute(f"GRANT CONNECT ON DATABASE {PG_DATABASE} TO {PG_MONITOR}")
+        with psycopg.connect(server.admin_dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _run(cmd: list[str], what: str) -> None:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError as e:
+        raise RunbookError(f"{what}: {e.filename} not found") from None
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise RunbookError(f"{what} failed: {tail[0]}")
+
+
+@dataclass
+class RedisServer:
+    """A running sandbox redis-server with a password."""
+
+    directory: Path
+    port: int
+    password: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_redis(*, extra_args: list[str] | None = None) -> RedisServer:
+    """Start ``redis-server`` on a free loopback port with a password, no persistence."""
+    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    if not binary:
+        raise RunbookError("redis-server not found: apt-get install -y redis-server")
+    directory = Path(tempfile.mkdtemp(prefix="runbook-redis-"))
+    port, password = free_port(), secrets.token_urlsafe(18)
+    conf = directory / "redis.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {directory}\nsave \"\"\nappendonly no\n"
+                    f"requirepass {password}\nprotected-mode yes\nlogfile {directory / 'redis.log'}\n")
+    os.chmod(conf, 0o600)
+    proc = subprocess.Popen([binary, str(conf), *(extra_args or [])], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    server = RedisServer(directory, port, password, proc)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            server.stop()
+            raise RunbookError(f"redis-server exited at start (code {proc.returncode})")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+                if b"PONG" in s.recv(100):
+                    return server
+        except OSError:
+            time.sleep(0.05)
+    server.stop()
+    raise RunbookError("redis-server did not answer PING within 20 s")
+
+
+@dataclass
+class Sandbox:
+    """Both servers together; ``env()`` gives the variables the ``local`` environment reads."""
+
+    postgres: PostgresServer
+    redis: RedisServer
+
+    @classmethod
+    def start(cls, **pg_options: Any) -> Sandbox:
+        pg = start_postgres(**pg_options)
+        try:
+            rd = start_redis()
+        except BaseException:
+            pg.stop()
+            raise
+        return cls(pg, rd)
+
+    def env(self) -> dict[str, str]:
+        return {"RUNBOOK_PG_DSN": self.postgres.monitor_dsn, "RUNBOOK_REDIS_URL": self.redis.url}
+
+    def stop(self) -> None:
+        self.redis.stop()
+        self.postgres.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------- staged incidents
+
+@dataclass
+class StagedIncident:
+    """Sessions kept alive to reproduce an incident; ``stop()`` ends them all."""
+
+    description: str
+    pids: dict[str, Any] = field(default_factory=dict)
+    _conns: list[psycopg.Connection] = field(default_factory=list)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _admin_dsn: str = ""
+
+    def stop(self) -> None:
+        """Cancel waiting statements, roll back held transactions, close every session."""
+        self._stop.set()
+        pids = [p for v in self.pids.values() for p in (v if isinstance(v, list) else [v])]
+        if pids and self._admin_dsn:
+            try:
+                with psycopg.connect(self._admin_dsn, autocommit=True, connect_timeout=5) as c:
+                    c.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::int[]) p", (pids,))
+            except psycopg.Error:
+                pass
+        for t in self._threads:
+            t.join(timeout=10)
+        for c in self._conns:
+            try:
+                c.close()
+            except psycopg.Error:
+                pass
+
+
+def _session(dsn: str, app: str, autocommit: bool = True) -> psycopg.Connection:
+    return psycopg.connect(dsn, autocommit=autocommit, application_name=app, connect_timeout=10)
+
+
+def _wait_until(dsn: str, sql: str, params: tuple[Any, ...], expect: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as c:
+        while time.monotonic() < deadline:
+            if c.execute(sql, params).fetchone()[0] >= expect:
+                return
+            time.sleep(0.05)
+    raise RunbookError(f"staging did not reach its state within {timeout:.0f}s")
+
+
+def seed_app_schema(admin_dsn: str, rows: int = 20000) -> None:
+    """Create the demo application's tables (orders, customers) with data."""
+    with psycopg.connect(admin_dsn, autocommit=True) as c:
+        c.execute("""
+            CREATE TABLE IF NOT EXISTS customers (id serial PRIMARY KEY, name text NOT NULL);
+            CREATE TABLE IF NOT EXISTS orders (id bigserial PRIMARY KEY, customer_id int NOT NULL,
+                                               total numeric(12,2) NOT NULL, created_at timestamptz DEFAULT now());
+            CREATE TABLE IF NOT EXISTS report_runs (id serial PRIMARY KEY, ran_at timestamptz DEFAULT now());""")
+        if c.execute("SELECT count(*) FROM customers").fetchone()[0] == 0:
+            c.execute("INSERT INTO customers (name) SELECT 'customer ' || g FROM generate_series(1, 500) g")
+            c.execute("INSERT INTO orders (customer_id, total) SELECT 1 + g %% 500, (g %% 997) / 10.0 "
+                      "FROM generate_series(1, %s) g", (rows,))
+            c.execute("ANALYZE")
+
+
+def stage_database_pressure(server: PostgresServer, *, readers: int = 4, slow_statements: bool = True
+                            ) -> StagedIncident:
+    """A migration's ``ALTER TABLE orders`` queued behind an idle-in-transaction session, reads piling up
+    behind the DDL, and slow reporting statements running meanwhile.
+
+    ``pids``: blocker, ddl, readers (list), reporter.
+    """
+    admin = server.admin_dsn
+    seed_app_schema(admin)
+    inc = StagedIncident("ALTER TABLE orders queued behind an idle-in-transaction session", _admin_dsn=admin)
+    try:
+        blocker = _session(admin, "billing-worker", autocommit=False)
+        inc._conns.append(blocker)
+        blocker.execute("UPDATE orders SET total = total WHERE id = 1")  # holds RowExclusiveLock, then idles
+        inc.pids["blocker"] = blocker.info.backend_pid
+
+        ddl = _session(admin, "migrate")
+        inc._conns.append(ddl)
+        ddl.execute("SET lock_timeout = 0")
+        inc.pids["ddl"] = ddl.info.backend_pid
+        _in_thread(inc, ddl, "ALTER TABLE orders ADD COLUMN discount numeric(12,2)")
+        _wait_until(admin, "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", (inc.pids["ddl"],), 1)
+
+        inc.pids["readers"] = []
+        for _ in range(readers):
+            r = _session(admin, "portal-api")
+            inc._conns.append(r)
+            inc.pids["readers"].append(r.info.backend_pid)
+            _in_thread(inc, r, "SELECT count(*) FROM orders WHERE customer_id = 42")
+        _wait_until(admin, "SELECT count(*) FROM pg_locks WHERE pid = ANY(%s) AND NOT granted",
+                    (inc.pids["readers"],), readers)
+
+        if slow_statements:
+            rep = _session(admin, "reports-api")
+            inc._conns.append(rep)
+            inc.pids["reporter"] = rep.info.backend_pid
+            # warm pg_stat_statements with a genuinely slow statement before the diagnostics start
+            rep.execute("SELECT pg_sleep(0.3), count(*) FROM generate_series(1, 200000) g, customers c "
+                        "WHERE c.id = 1 + g % 500")
+            t = threading.Thread(target=_report_loop, args=(inc, rep), daemon=True)
+            t.start()
+            inc._threads.append(t)
+    except BaseException:
+        inc.stop()
+        raise
+    return inc
+
+
+def _in_thread(inc: StagedIncident, conn: psycopg.Connection, sql: str) -> None:
+    def run() -> None:
+        try:
+            conn.execute(sql)
+        except psycopg.Error:
+            pass  # cancelled or terminated when the incident is stopped
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    inc._threads.append(t)
+
+
+def _report_loop(inc: StagedIncident, conn: psycopg.Connection) -> None:
+    while not inc._stop.is_set():
+        try:
+            conn.execute("SELECT pg_sleep(0.3), count(*) FROM generate_series(1, 200000) g, customers c "
+                         "WHERE c.id = 1 + g % 500")
+        except psycopg.Error:
+            return
