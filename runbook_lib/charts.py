@@ -44,6 +44,14 @@ class Chart:
         return f"<Chart {self.title!r}{' (' + self.note + ')' if self.note else ''}>"
 
 
+def _text(value: object, limit: int = 0) -> str:
+    """Plain text for a label: whitespace folded, ``$`` escaped so matplotlib does not parse mathtext."""
+    text = " ".join(str(value if value is not None else "").split())
+    if limit and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("$", r"\$")
+
+
 def _unavailable(title: str, evidence: object) -> Chart | None:
     if isinstance(evidence, SourceError):
         return Chart(title, note=f"no data ({evidence.kind}: {evidence.message})")
@@ -75,7 +83,7 @@ def connections_by_state(conns: pd.DataFrame | SourceError) -> Chart:
     ax1.set_title(f"{conns.attrs.get('in_use', left)} of {usable} in use", fontsize=9)
     lefts = pd.Series(0, index=by_app.index)
     for state in by_app.columns:
-        ax2.barh(by_app.index, by_app[state], left=lefts, color=STATE_COLOURS.get(state, "#6d4c41"), label=state)
+        ax2.barh([_text(a, 40) for a in by_app.index], by_app[state], left=lefts, color=STATE_COLOURS.get(state, "#6d4c41"), label=state)
         lefts = lefts + by_app[state]
     ax2.set_title("by application", fontsize=9)
     ax2.tick_params(axis="y", labelsize=8)
@@ -125,9 +133,9 @@ def blocking_tree(tree: pd.DataFrame | SourceError, max_nodes: int = 40) -> Char
                         arrowprops={"arrowstyle": "->", "color": "#757575", "lw": 0.8})
         state = str(r["state"] or "?")
         colour = "#b00020" if depth == 0 else ("#c77700" if r["waiting_mode"] == "AccessExclusiveLock" else "#1565c0")
-        label = f"pid {pid} · {state} · {r['application_name'] or '?'}"
+        label = _text(f"pid {pid} · {state} · {r['application_name'] or '?'}")
         if r["waiting_mode"]:
-            label += f"\nwaits {r['waiting_mode']} on {r['waiting_relation']}"
+            label += "\n" + _text(f"waits {r['waiting_mode']} on {r['waiting_relation']}")
         elif depth == 0:
             label += f"\nblocks {int(r['blocked_count'])}, xact {float(r['xact_age_s'] or 0):.0f}s"
         ax.text(depth, ypos[pid], label, fontsize=7.5, va="center", ha="left",
@@ -147,7 +155,7 @@ def top_statements(stats: pd.DataFrame | SourceError, by: str = "total_ms", limi
     if (c := _unavailable(title, stats)) is not None:
         return c
     top = stats.sort_values(by, ascending=False).head(limit).iloc[::-1]
-    labels = [" ".join(str(q).split())[:60] for q in top["query"]]
+    labels = [_text(q, 60) for q in top["query"]]
     fig = Figure(figsize=(10, 0.45 * len(top) + 1.2))
     ax = fig.subplots()
     bars = ax.barh(range(len(top)), top[by], color="#1565c0")
@@ -169,7 +177,7 @@ def wait_events(waits: pd.DataFrame | SourceError) -> Chart:
     colours = ["#b00020" if t == "Lock" else ("#2e7d32" if t == "CPU" else "#1565c0") for t in top["wait_event_type"]]
     fig = Figure(figsize=(8, 0.4 * len(top) + 1.2))
     ax = fig.subplots()
-    ax.barh([f"{t}/{e}" for t, e in zip(top["wait_event_type"], top["wait_event"])], top["avg_sessions"],
+    ax.barh([_text(f"{t}/{e}") for t, e in zip(top["wait_event_type"], top["wait_event"])], top["avg_sessions"],
             color=colours)
     ax.set_xlabel(f"average active sessions ({waits.attrs.get('samples', '?')} samples)")
     ax.set_title(title, fontsize=10)

@@ -232,10 +232,11 @@ def run_notebook(notebook: str, incident_id: str, *, environment: str | None = N
             str(path), str(out_nb), parameters=params, kernel_name=KERNEL_NAME, progress_bar=False,
             log_output=False, request_save_on_cell_execute=True, execution_timeout=cell_timeout,
             cwd=str(path.parent), kernel_manager_class=km_class,
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except PapermillExecutionError as e:
         status = "failed"
-        reason = f"cell {e.exec_count} raised {e.ename}: {e.evalue}"
+        reason = f"cell {e.exec_count} raised {e.ename}: {' '.join(str(e.evalue).split())}"
     except KeyboardInterrupt as e:
         status, reason, interrupted = "failed", "interrupted by the user (Ctrl-C)", e
     except Exception as e:  # kernel died, cell timeout, papermill I/O: still archive what we have

@@ -347,7 +347,7 @@ def stage_database_pressure(server: PostgresServer, *, readers: int = 4, slow_st
             inc._conns.append(rep)
             inc.pids["reporter"] = rep.info.backend_pid
             # warm pg_stat_statements with a genuinely slow statement before the diagnostics start
-            rep.execute("SELECT pg_sleep(0.3), count(*) FROM generate_series(1, 200000) g, customers c "
+            rep.execute("SELECT pg_sleep(0.7), count(*) FROM generate_series(1, 200000) g, customers c "
                         "WHERE c.id = 1 + g % 500")
             t = threading.Thread(target=_report_loop, args=(inc, rep), daemon=True)
             t.start()
@@ -372,7 +372,7 @@ def _in_thread(inc: StagedIncident, conn: psycopg.Connection, sql: str) -> None:
 def _report_loop(inc: StagedIncident, conn: psycopg.Connection) -> None:
     while not inc._stop.is_set():
         try:
-            conn.execute("SELECT pg_sleep(0.3), count(*) FROM generate_series(1, 200000) g, customers c "
+            conn.execute("SELECT pg_sleep(0.7), count(*) FROM generate_series(1, 200000) g, customers c "
                          "WHERE c.id = 1 + g % 500")
         except psycopg.Error:
             return

@@ -110,8 +110,10 @@ def blocking(tree: pd.DataFrame | SourceError, th: Thresholds) -> list[Finding]:
         chain = tree[(tree["root_pid"] == r.pid) & (tree["depth"] > 0)]
         longest = float(chain["query_age_s"].max()) if len(chain) else 0.0
         relations = sorted({str(x) for x in chain["waiting_relation"].dropna()})
-        sev = Severity.CRIT if (r.blocked_count >= th.blocked_sessions_crit or longest >= th.blocked_wait_crit_s) \
-            else Severity.WARN
+        # a DDL waiting for AccessExclusiveLock with sessions behind it turns one blocker into a table outage
+        ddl_queue = bool((chain["waiting_mode"] == "AccessExclusiveLock").any()) and r.blocked_count >= 2
+        sev = Severity.CRIT if (r.blocked_count >= th.blocked_sessions_crit or longest >= th.blocked_wait_crit_s
+                                or ddl_queue) else Severity.WARN
         who = "a prepared transaction" if r.pid == 0 else f"pid {r.pid} ({r.application_name or 'no app'}, {r.usename})"
         state = r.state or "unknown state"
         if str(state).startswith("idle in transaction"):

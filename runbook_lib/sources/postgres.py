@@ -208,17 +208,21 @@ locked AS (
 
 # --------------------------------------------------------------------------- connections
 
+# Client backends, including other roles' sessions this role may not see (backend_type hidden, user shown).
+_CLIENT = "(backend_type = 'client backend' OR (backend_type IS NULL AND usename IS NOT NULL))"
+
+
 def connection_saturation(db: Database) -> pd.DataFrame | SourceError:
     """Client backends grouped by state, application, user and database, against usable connections.
 
     ``attrs``: max_connections, reserved, usable (max minus reserved), in_use (all client backends).
     """
     def work(cur: psycopg.Cursor) -> pd.DataFrame:
-        _exec(cur, """
+        _exec(cur, f"""
             SELECT current_setting('max_connections')::int,
                    current_setting('superuser_reserved_connections')::int
                    + coalesce(nullif(current_setting('reserved_connections', true), ''), '0')::int,
-                   (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int""")
+                   (SELECT count(*) FROM pg_stat_activity WHERE {_CLIENT})::int""")
         max_conn, reserved, in_use = cur.fetchone()
         df = _fetch_frame(cur, f"""
             SELECT coalesce(state, '(hidden)') AS state,
@@ -229,7 +233,7 @@ def connection_saturation(db: Database) -> pd.DataFrame | SourceError:
                    max({_age('state_change')}) AS max_state_age_s,
                    (count(*) FILTER (WHERE query = '<insufficient privilege>'))::int AS hidden
             FROM pg_stat_activity
-            WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+            WHERE {_CLIENT} AND pid <> pg_backend_pid()
             GROUP BY 1, 2, 3, 4 ORDER BY sessions DESC LIMIT 500""")
         return _with_attrs(df, max_connections=max_conn, reserved=reserved,
                            usable=max_conn - reserved, in_use=in_use,

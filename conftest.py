@@ -1,0 +1,61 @@
+"""One real sandbox (PostgreSQL + Redis) per test session, shared by tests/ and the nbval run of notebooks/.
+
+Started lazily: on first use by a test fixture, or before collection ends when notebooks are collected
+(their kernels inherit RUNBOOK_PG_DSN / RUNBOOK_REDIS_URL from this process).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from runbook_lib.sandbox import Sandbox
+
+_state: dict[str, Sandbox] = {}
+
+
+def shared_sandbox() -> Sandbox:
+    """The session's sandbox, started on first call; its variables are exported to this process."""
+    if "sb" not in _state:
+        sb = Sandbox.start(max_connections=400)
+        _state["sb"] = sb
+        os.environ.update(sb.env())
+    return _state["sb"]
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if any(str(item.fspath).endswith(".ipynb") for item in items):
+        shared_sandbox()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    sb = _state.pop("sb", None)
+    if sb is not None:
+        sb.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Sandbox:
+    """The session's real PostgreSQL and Redis."""
+    return shared_sandbox()
+
+
+@pytest.fixture
+def sessions(sandbox: Sandbox):
+    """Open application sessions (admin role) that are terminated when the test ends."""
+    from tests.helpers import SessionPool
+
+    pool = SessionPool(sandbox.postgres.admin_dsn)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def db(sandbox: Sandbox):
+    """A diagnostic Database on the sandbox, as the pg_monitor role."""
+    from runbook_lib.sources.postgres import Database
+
+    d = Database(sandbox.postgres.monitor_dsn)
+    yield d
+    d.close()
