@@ -29,6 +29,7 @@ from .errors import RunbookError
 PG_ADMIN = "runbook_admin"
 PG_MONITOR = "runbook_monitor"
 PG_DATABASE = "app"
+REDIS_FALLBACK = "/usr/bin/redis-server"  # Debian's, when /usr/bin is not on PATH
 
 
 def free_port() -> int:
@@ -190,7 +191,7 @@ class RedisServer:
 
 def start_redis(*, extra_args: list[str] | None = None) -> RedisServer:
     """Start ``redis-server`` on a free loopback port with a password, no persistence."""
-    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    binary = shutil.which("redis-server") or (REDIS_FALLBACK if Path(REDIS_FALLBACK).exists() else None)
     if not binary:
         raise RunbookError("redis-server not found: apt-get install -y redis-server")
     directory = Path(tempfile.mkdtemp(prefix="runbook-redis-"))
