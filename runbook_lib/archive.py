@@ -112,14 +112,20 @@ class Staging:
         return final
 
 
-def begin(root: Path, incident_id: str, notebook: str, meta: dict[str, Any]) -> Staging:
+def plan_staging(root: Path, incident_id: str, notebook: str) -> Path:
+    """The staging directory a run will use (not created yet)."""
+    validate_incident_id(incident_id)
+    stamp = utc_stamp(datetime.now(timezone.utc))
+    return root / incident_id / f"{_STAGING_PREFIX}{stamp}-{notebook}-{secrets.token_hex(4)}"
+
+
+def begin(root: Path, incident_id: str, notebook: str, meta: dict[str, Any], path: Path | None = None) -> Staging:
     """Create the staging directory and a ``run.json`` with status ``running`` (for crash recovery)."""
     validate_incident_id(incident_id)
     started = datetime.now(timezone.utc)
-    incident_dir = root / incident_id
-    incident_dir.mkdir(parents=True, exist_ok=True)
-    path = incident_dir / f"{_STAGING_PREFIX}{utc_stamp(started)}-{notebook}-{secrets.token_hex(4)}"
-    path.mkdir()
+    path = path or plan_staging(root, incident_id, notebook)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(exist_ok=True)
     full = {"schema": 1, "incident_id": incident_id, "notebook": notebook,
             "started_at": started.isoformat(), "status": "running", "runner_pid": os.getpid(), **meta}
     _write_json_atomic(path / "run.json", full)

@@ -17,13 +17,14 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .redact import redact
 from .sources import SourceError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FINDINGS_PATH_ENV = "RUNBOOK_FINDINGS_PATH"
 
@@ -97,6 +98,8 @@ class Finding:
 
 def json_safe(value: Any, *, max_items: int = 50, max_str: int = 500) -> Any:
     """Small, JSON-serialisable, redacted copy of ``value`` (NaN -> None, long lists cut)."""
+    import pandas as pd
+
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, Enum):
@@ -235,6 +238,8 @@ class Report:
 
     def frame(self) -> pd.DataFrame:
         """Findings as a table: severity, title, action, key."""
+        import pandas as pd
+
         rows = [{"severity": f.severity.value, "title": f.title, "action": f.action, "key": f.key}
                 for f in self.findings]
         return pd.DataFrame(rows, columns=["severity", "title", "action", "key"])

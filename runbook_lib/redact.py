@@ -16,23 +16,26 @@ REDACTED = "[REDACTED]"
 _lock = threading.Lock()
 _known_secrets: set[str] = set()
 
-_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+# (cheap substrings of the lower-cased text, any of which must be present, pattern, replacement)
+_PATTERNS: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
     # scheme://user:password@host  -> scheme://user:[REDACTED]@host
-    (re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s\"']*:)(?P<pw>[^@\s\"']+)(?P<post>@)"),
+    (("://",), re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s\"']*:)(?P<pw>[^@\s\"']+)(?P<post>@)"),
      r"\g<pre>" + REDACTED + r"\g<post>"),
     # libpq keyword DSN: password=xxx
-    (re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*('[^']*'|\"[^\"]*\"|\S+)"), r"\1=" + REDACTED),
+    (("pass", "pwd"), re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*('[^']*'|\"[^\"]*\"|\S+)"), r"\1=" + REDACTED),
     # Authorization headers / bearer tokens
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
+    (("bearer", "basic"), re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
     # JWTs (three base64url segments, header starts with eyJ)
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\b"), REDACTED),
+    (("eyj",), re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\b"), REDACTED),
     # key=value style API keys and tokens
-    (re.compile(r"(?i)\b(api[_-]?key|apikey|access[_-]?token|secret|token)\s*([=:])\s*[\"']?[A-Za-z0-9._~+/-]{8,}[\"']?"),
+    (("key", "token", "secret"),
+     re.compile(r"(?i)\b(api[_-]?key|apikey|access[_-]?token|secret|token)\s*([=:])\s*[\"']?[A-Za-z0-9._~+/-]{8,}[\"']?"),
      r"\1\2" + REDACTED),
     # well-known key prefixes (Stripe/GitHub/Slack/Supabase service keys)
-    (re.compile(r"\b(sk_live|sk_test|ghp|gho|xox[abpr]|sbp)_[A-Za-z0-9]{10,}\b"), REDACTED),
+    (("sk_", "ghp_", "gho_", "xox", "sbp_"), re.compile(r"\b(sk_live|sk_test|ghp|gho|xox[abpr]|sbp)_[A-Za-z0-9]{10,}\b"),
+     REDACTED),
     # emails
-    (re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), "[EMAIL]"),
+    (("@",), re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), "[EMAIL]"),
 ]
 
 
@@ -76,16 +79,18 @@ def redact(text: str, extra_secrets: Iterable[str] = ()) -> str:
     for s in sorted(secrets, key=len, reverse=True):
         if s in text:
             text = text.replace(s, REDACTED)
-    for pattern, repl in _PATTERNS:
-        text = pattern.sub(repl, text)
+    lower = text.lower()
+    for triggers, pattern, repl in _PATTERNS:
+        if any(t in lower for t in triggers):
+            text = pattern.sub(repl, text)
     return text
 
 
 def contains_credentials(text: str) -> bool:
     """True when ``text`` holds a URL password, a JWT or a registered secret."""
     return redact(text) != text and bool(
-        _PATTERNS[0][0].search(text)
-        or _PATTERNS[1][0].search(text)
-        or _PATTERNS[3][0].search(text)
+        _PATTERNS[0][1].search(text)
+        or _PATTERNS[1][1].search(text)
+        or _PATTERNS[3][1].search(text)
         or any(s in text for s in known_secrets())
     )

@@ -12,13 +12,12 @@ import ast
 import json
 import os
 import platform
+import shutil
 import socket
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import nbformat
 
 from . import __version__, archive
 from .config import list_environments, load_environment, parse_window, project_dir
@@ -124,19 +123,65 @@ def coerce_parameters(declared: dict[str, Parameter], raw: dict[str, Any]) -> di
     return out
 
 
-def _kernel_manager_with_env(extra_env: dict[str, str]) -> type:
+# Imported by the kernel while it boots (in parallel with the runner's own start-up), bound to no name.
+KERNEL_PRELOAD = "__import__('pandas'); __import__('matplotlib'); __import__('psycopg')"
+
+
+def start_kernel(extra_env: dict[str, str]) -> Any:
+    """Launch the ``runbook`` kernel now, with the run's private variables, without waiting for it.
+
+    The kernel boots (and pre-imports pandas and matplotlib) while the runner validates the run and
+    imports papermill, which roughly halves the wall time of a short run.
+    """
+    import asyncio
+
     from jupyter_client.manager import AsyncKernelManager
 
-    class RunbookKernelManager(AsyncKernelManager):  # type: ignore[misc]
-        """Starts the kernel with the run's private variables (findings path, project dirs)."""
+    km = AsyncKernelManager(kernel_name=KERNEL_NAME)
+    env = dict(os.environ)
+    env.update(extra_env)
+    asyncio.run(km.start_kernel(extra_arguments=["--IPKernelApp.log_level=ERROR",
+                                                 "--HistoryManager.hist_file=:memory:",
+                                                 f"--IPKernelApp.exec_lines=[\"{KERNEL_PRELOAD}\"]"], env=env))
+    return km
 
-        async def _async_pre_start_kernel(self, **kw: Any) -> Any:
-            env = dict(kw.pop("env", None) or os.environ)
-            env.update(extra_env)
-            kw["env"] = env
-            return await super()._async_pre_start_kernel(**kw)
 
-    return RunbookKernelManager
+def stop_kernel(km: Any) -> None:
+    """Stop the kernel at once: its notebook is saved, and the connections it opened end with it."""
+    import asyncio
+
+    if km is None or not km.has_kernel:
+        return
+    try:
+        asyncio.run(asyncio.wait_for(km.shutdown_kernel(now=True), timeout=10))
+    except Exception:
+        pass
+    try:
+        km.context.destroy(linger=0)  # do not let process exit wait on lingering sockets
+    except Exception:
+        pass
+
+
+class _RendererWarmup:
+    """Imports nbconvert and loads the HTML template in a thread while the notebook executes."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._thread = threading.Thread(target=self._load, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _load() -> None:
+        try:
+            from nbconvert import HTMLExporter
+
+            HTMLExporter(template_name="lab")
+        except Exception:
+            pass
+
+    def wait(self) -> None:
+        self._thread.join(timeout=30)
 
 
 def _versions() -> dict[str, str]:
@@ -151,6 +196,7 @@ def _versions() -> dict[str, str]:
 
 def render_html(nb_path: Path, out_path: Path, title: str) -> None:
     """Render an executed notebook to HTML without input cells or prompts (for readers, not coders)."""
+    import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(nb_path, as_version=4)
@@ -199,12 +245,32 @@ def run_notebook(notebook: str, incident_id: str, *, environment: str | None = N
                  parameters: dict[str, Any] | None = None, archive_dir: str | os.PathLike[str] | None = None,
                  cell_timeout: int = 300) -> RunResult:
     """Execute ``notebook`` for an incident and archive the record. Raises RunbookError only before it starts."""
-    path, params = prepare(notebook, incident_id, environment=environment, env_file=env_file, parameters=parameters)
-    env = load_environment(params.get("environment") or "local") if params.get("environment") else None
-    secret_values = env.secret_values() if env else []
+    archive.validate_incident_id(incident_id)
+    path = notebook_path(notebook)
     root = archive.archive_root(archive_dir)
-    archive.recover_interrupted(root)
+    staging_path = archive.plan_staging(root, incident_id, path.stem)
+    findings_path = staging_path / "findings.json"
     ensure_kernelspec()
+    km = start_kernel({
+        FINDINGS_PATH_ENV: str(findings_path),
+        "RUNBOOK_PARAMS_DIR": str(project_dir("params")),
+        "RUNBOOK_NOTEBOOKS_DIR": str(project_dir("notebooks")),
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    })
+    try:
+        return _run_with_kernel(km, path, incident_id, root, staging_path, environment, env_file, parameters,
+                                cell_timeout)
+    finally:
+        stop_kernel(km)
+
+
+def _run_with_kernel(km: Any, path: Path, incident_id: str, root: Path, staging_path: Path,
+                     environment: str | None, env_file: str | None, parameters: dict[str, Any] | None,
+                     cell_timeout: int) -> RunResult:
+    _, params = prepare(path.stem, incident_id, environment=environment, env_file=env_file, parameters=parameters)
+    env = load_environment(params["environment"]) if params.get("environment") else None
+    secret_values = env.secret_values() if env else []
+    archive.recover_interrupted(root)
     stage = archive.begin(root, incident_id, path.stem, {
         "parameters": json.loads(redact(json.dumps(params))),
         "environment": params.get("environment"),
@@ -212,36 +278,33 @@ def run_notebook(notebook: str, incident_id: str, *, environment: str | None = N
         "versions": _versions(),
         "host": socket.gethostname(),
         "command": "runbook run",
-    })
+    }, path=staging_path)
     out_nb = stage.file("notebook.ipynb")
     findings_path = stage.file("findings.json")
-    findings_path.write_text("[]")
+    if not findings_path.exists():
+        findings_path.write_text("[]")
     status, reason = "ok", ""
     interrupted: BaseException | None = None
+    warmup = _RendererWarmup()
     try:
         import papermill
         from papermill.exceptions import PapermillExecutionError
 
-        km_class = _kernel_manager_with_env({
-            FINDINGS_PATH_ENV: str(findings_path),
-            "RUNBOOK_PARAMS_DIR": str(project_dir("params")),
-            "RUNBOOK_NOTEBOOKS_DIR": str(project_dir("notebooks")),
-            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-        })
-        papermill.execute_notebook(
-            str(path), str(out_nb), parameters=params, kernel_name=KERNEL_NAME, progress_bar=False,
-            log_output=False, request_save_on_cell_execute=True, execution_timeout=cell_timeout,
-            cwd=str(path.parent), kernel_manager_class=km_class,
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )
-    except PapermillExecutionError as e:
-        status = "failed"
-        reason = f"cell {e.exec_count} raised {e.ename}: {' '.join(str(e.evalue).split())}"
+        try:
+            papermill.execute_notebook(
+                str(path), str(out_nb), parameters=params, kernel_name=KERNEL_NAME, progress_bar=False,
+                log_output=False, request_save_on_cell_execute=True, execution_timeout=cell_timeout,
+                cwd=str(path.parent), km=km,
+            )
+        except PapermillExecutionError as e:
+            status = "failed"
+            reason = f"cell {e.exec_count} raised {e.ename}: {' '.join(str(e.evalue).split())}"
     except KeyboardInterrupt as e:
         status, reason, interrupted = "failed", "interrupted by the user (Ctrl-C)", e
     except Exception as e:  # kernel died, cell timeout, papermill I/O: still archive what we have
         status = "failed"
         reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'}"
+    stop_kernel(km)
     reason = redact(reason, secret_values)[:500]
     findings = _read_findings(findings_path)
     if status == "failed":
@@ -250,7 +313,8 @@ def run_notebook(notebook: str, incident_id: str, *, environment: str | None = N
                                 "fix the cause and re-run").to_dict())
         findings_path.write_text(json.dumps(findings, indent=2))
     if not out_nb.exists():
-        nbformat.write(nbformat.read(path, as_version=4), out_nb)
+        shutil.copyfile(path, out_nb)
+    warmup.wait()
     try:
         render_html(out_nb, stage.file("report.html"), f"{incident_id}: {path.stem}")
     except Exception as e:  # a record without HTML is still a record
@@ -279,6 +343,8 @@ def _read_findings(path: Path) -> list[dict[str, Any]]:
 
 def describe_notebooks() -> list[dict[str, Any]]:
     """Each notebook's name, title (first heading) and parameters, for ``runbook list``."""
+    import nbformat
+
     out = []
     for name in list_notebooks():
         path = notebook_path(name)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 from ..redact import redact
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ErrorKind = Literal["unreachable", "timeout", "lock_timeout", "permission", "missing_extension", "config", "error"]
 
@@ -41,7 +42,7 @@ class SourceError:
         )
 
 
-Evidence: TypeAlias = pd.DataFrame | SourceError
+Evidence = Union["pd.DataFrame", SourceError]
 
 
 def is_error(value: object) -> bool:
