@@ -86,6 +86,7 @@ def connections_by_state(conns: pd.DataFrame | SourceError) -> Chart:
         ax2.barh([_text(a, 40) for a in by_app.index], by_app[state], left=lefts, color=STATE_COLOURS.get(state, "#6d4c41"), label=state)
         lefts = lefts + by_app[state]
     ax2.set_title("by application", fontsize=9)
+    ax2.xaxis.get_major_locator().set_params(integer=True)
     ax2.tick_params(axis="y", labelsize=8)
     fig.suptitle(title)
     return Chart(title, fig)
@@ -121,29 +122,31 @@ def blocking_tree(tree: pd.DataFrame | SourceError, max_nodes: int = 40) -> Char
     for root in roots:
         walk(int(root), 0, seen)
     ypos = {pid: -i for i, (pid, _) in enumerate(order)}
-    max_depth = max(d for _, d in order) if order else 0
-    fig = Figure(figsize=(3.6 * (max_depth + 1) + 1, 0.42 * len(order) + 1.2))
+    depth_of = dict(order)
+    max_depth = max(depth_of.values()) if order else 0
+    fig = Figure(figsize=(4.2 * (max_depth + 1) + 0.5, 0.5 * len(order) + 1.2))
     ax = fig.subplots()
     for pid, depth in order:
         r = info.loc[pid]
-        parent = r["blocked_by"][0] if r["depth"] > 0 and len(r["blocked_by"]) else None
+        parent = int(r["blocked_by"][0]) if r["depth"] > 0 and len(r["blocked_by"]) else None
         if parent in ypos:
-            pdepth = next(d for p, d in order if p == parent)
-            ax.annotate("", xy=(pdepth + 0.05, ypos[parent]), xytext=(depth - 0.05, ypos[pid]),
-                        arrowprops={"arrowstyle": "->", "color": "#757575", "lw": 0.8})
+            # elbow edge, as in a file tree: down from under the blocker, then right to the waiter
+            x0 = depth_of[parent] + 0.08
+            ax.plot([x0, x0, depth - 0.02], [ypos[parent] - 0.3, ypos[pid], ypos[pid]], color="#9e9e9e", lw=0.9)
         state = str(r["state"] or "?")
         colour = "#b00020" if depth == 0 else ("#c77700" if r["waiting_mode"] == "AccessExclusiveLock" else "#1565c0")
         label = _text(f"pid {pid} · {state} · {r['application_name'] or '?'}")
-        if r["waiting_mode"]:
+        if pd.notna(r["waiting_mode"]) and r["waiting_mode"]:
             label += "\n" + _text(f"waits {r['waiting_mode']} on {r['waiting_relation']}")
         elif depth == 0:
-            label += f"\nblocks {int(r['blocked_count'])}, xact {float(r['xact_age_s'] or 0):.0f}s"
+            label += "\n" + _text(f"root blocker: {int(r['blocked_count'])} waiting, transaction open "
+                                  f"{float(r['xact_age_s'] or 0):.0f}s")
         ax.text(depth, ypos[pid], label, fontsize=7.5, va="center", ha="left",
-                bbox={"boxstyle": "round", "fc": "white", "ec": colour, "lw": 1.5})
+                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": colour, "lw": 1.5})
     if hidden:
         ax.text(0, -len(order) - 0.3, f"+{hidden} more sessions not drawn", fontsize=8, style="italic")
-    ax.set_xlim(-0.1, max_depth + 1.2)
-    ax.set_ylim(-len(order) - 0.8, 0.8)
+    ax.set_xlim(-0.05, max_depth + 1)
+    ax.set_ylim(-len(order) - 0.2, 0.6)
     ax.axis("off")
     ax.set_title(f"{title}: {len(roots)} root blocker(s), {len(tree) - len(roots)} waiting", fontsize=10)
     return Chart(title, fig)

@@ -28,4 +28,10 @@ def ensure_kernelspec() -> Path:
     data = json.loads(kernel_json.read_text())
     data["argv"][0] = sys.executable
     kernel_json.write_text(json.dumps(data, indent=1))
+    found = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+    if Path(found.resource_dir).resolve() != Path(path).resolve():
+        from .errors import RunbookError
+
+        raise RunbookError(f"a kernel spec named '{KERNEL_NAME}' at {found.resource_dir} shadows this project's "
+                           f"and runs another Python; remove it (jupyter kernelspec remove {KERNEL_NAME})")
     return Path(path)

@@ -150,6 +150,34 @@ def start_postgres(*, max_connections: int = 200, max_locks_per_transaction: int
     return server
 
 
+def start_standby(primary: PostgresServer) -> PostgresServer:
+    """A streaming replica of ``primary`` (pg_basebackup -R), on its own free port."""
+    run_as = primary._run_as
+    directory = Path(tempfile.mkdtemp(prefix="runbook-pg-standby-"))
+    os.chmod(directory, 0o700)
+    if run_as:
+        os.chown(directory, run_as.pw_uid, run_as.pw_gid)
+    port = free_port()
+    standby = PostgresServer(directory, port, primary.admin_password, primary.monitor_password, primary.bindir, run_as)
+    data = directory / "data"
+    env = {**os.environ, "PGPASSWORD": primary.admin_password}
+    try:
+        p = subprocess.run(standby._cmd(str(primary.bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p",
+                                        str(primary.port), "-U", PG_ADMIN, "-D", str(data), "-R", "-X", "stream",
+                                        "--no-sync", "-c", "fast"),
+                           capture_output=True, text=True, timeout=120, env=env)
+        if p.returncode != 0:
+            raise RunbookError(f"pg_basebackup failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}")
+        with open(data / "postgresql.conf", "a") as f:
+            f.write(f"\n# standby\nport = {port}\nunix_socket_directories = '{directory}'\nhot_standby = on\n")
+        _run(standby._cmd(str(primary.bindir / "pg_ctl"), "-D", str(data), "-l", str(directory / "server.log"),
+                          "-w", "-t", "60", "start"), "pg_ctl start (standby)")
+    except BaseException:
+        standby.stop()
+        raise
+    return standby
+
+
 def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 

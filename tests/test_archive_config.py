@@ -122,3 +122,16 @@ def test_report_ranks_dedupes_and_persists_each_add(tmp_path):
     assert r.worst() is Severity.CRIT
     assert [d["title"] for d in json.loads(sink.read_text())] == ["worse", "fine"]
     assert "CRIT" in r._repr_html_()
+
+
+def test_notebook_start_turns_bad_configuration_into_error_findings(tmp_path):
+    from runbook_lib import incident
+    from runbook_lib.sources import SourceError
+    from runbook_lib.sources import postgres as pg
+
+    inc = incident.start("INC-cfg", "no-such-env", "-60m", "now", {"nope": 1}, notebook="database_pressure")
+    titles = [f.detail for f in inc.report.findings]
+    assert any("unknown environment" in t for t in titles) and any("unknown threshold" in t for t in titles)
+    conns = pg.connection_saturation(inc.postgres())
+    assert isinstance(conns, SourceError) and conns.kind == "config"
+    inc.close()

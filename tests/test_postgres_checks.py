@@ -326,3 +326,35 @@ def test_unreachable_server_is_an_error_finding_not_an_exception():
     assert time.monotonic() - started < 10
     [f] = rules.connection_saturation(conns, TH)
     assert f.severity is Severity.ERROR and "secret-pw-xyz" not in str(f.to_dict())
+
+
+def test_replication_lag_with_a_real_streaming_standby(sandbox, sessions):
+    from runbook_lib.sandbox import start_standby
+
+    standby = start_standby(sandbox.postgres)
+    primary_db, standby_db = pg.Database(sandbox.postgres.monitor_dsn), pg.Database(standby.monitor_dsn)
+    try:
+        lag = wait_for(lambda: (lambda l: l if len(l) and (l["state"] == "streaming").any() else None)(
+            pg.replication_lag(primary_db)), timeout=30)
+        assert lag.attrs["is_standby"] is False
+        table = _table(sessions, rows=10)
+        wait_for(lambda: (lambda l: l if l.iloc[0]["replay_lag_bytes"] == 0 else None)(pg.replication_lag(standby_db)),
+                 timeout=30)
+        with psycopg.connect(standby.admin_dsn, autocommit=True) as c:
+            c.execute("SELECT pg_wal_replay_pause()")
+        sessions.admin().execute(f"INSERT INTO {table} (v) SELECT g FROM generate_series(1, 5000) g")
+        lagging = wait_for(lambda: (lambda l: l if (l["replay_lag_bytes"] > 0).any() else None)(
+            pg.replication_lag(primary_db)), timeout=30)
+        assert int(lagging["replay_lag_bytes"].max()) > 0
+        time.sleep(1.1)
+        mine = pg.replication_lag(standby_db)
+        row = mine.iloc[0]
+        assert mine.attrs["is_standby"] is True and row["state"] == "replay paused" and row["replay_lag_bytes"] > 0
+        findings = rules.replication(mine, pg.replication_slots(standby_db), TH)
+        assert any(f.check == "pg.replication_lag" and "pg_wal_replay_resume" in f.action for f in findings)
+        with psycopg.connect(standby.admin_dsn, autocommit=True) as c:
+            c.execute("SELECT pg_wal_replay_resume()")
+    finally:
+        primary_db.close()
+        standby_db.close()
+        standby.stop()

@@ -353,7 +353,12 @@ def replication(lag: pd.DataFrame | SourceError, slots: pd.DataFrame | SourceErr
     else:
         for r in lag.itertuples():
             secs = r.replay_lag_s if pd.notna(r.replay_lag_s) else 0.0
-            if secs >= th.replication_lag_warn_s:
+            if r.state == "replay paused" and (r.replay_lag_bytes or 0) > 0:
+                out.append(Finding("pg.replication_lag", f"standby:{r.application_name}", Severity.WARN,
+                                   f"WAL replay is paused with {int(r.replay_lag_bytes):,} bytes waiting",
+                                   action="Resume it if nobody paused it on purpose: SELECT pg_wal_replay_resume();",
+                                   playbook=PLAYBOOK, evidence={"replay_lag_s": secs, "bytes": r.replay_lag_bytes}))
+            elif secs >= th.replication_lag_warn_s:
                 sev = Severity.CRIT if secs >= th.replication_lag_crit_s else Severity.WARN
                 out.append(Finding("pg.replication_lag", f"standby:{r.application_name}", sev,
                                    f"Standby {r.application_name} replays {_secs(secs)} behind",

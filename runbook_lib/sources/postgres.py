@@ -674,9 +674,11 @@ def replication_lag(db: Database) -> pd.DataFrame | SourceError:
         if standby:
             df = _fetch_frame(cur, """
                 SELECT 'this server (standby)' AS application_name, NULL::text AS client_addr,
-                       'replaying' AS state, NULL::text AS sync_state,
-                       NULL::float8 AS write_lag_s, NULL::float8 AS flush_lag_s,
-                       extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8 AS replay_lag_s,
+                       CASE WHEN pg_is_wal_replay_paused() THEN 'replay paused' ELSE 'replaying' END AS state,
+                       NULL::text AS sync_state, NULL::float8 AS write_lag_s, NULL::float8 AS flush_lag_s,
+                       CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+                            ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())
+                       END::float8 AS replay_lag_s,
                        pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint AS replay_lag_bytes""")
         else:
             df = _fetch_frame(cur, """
