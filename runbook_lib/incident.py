@@ -73,7 +73,8 @@ def start(incident_id: str, environment: str, window_start: str = "-60m", window
     except RunbookError as e:
         problems.append(str(e))
         th = Thresholds()
-    for p in problems:
+    if problems:
         report.add(Finding("config", "parameters", Severity.ERROR, "The run's configuration is not usable",
-                           detail=p, action="Fix the environment file or parameters and re-run"))
+                           detail="; ".join(problems), action="Fix the environment file or parameters and re-run",
+                           evidence={"problems": problems}))
     return Incident(incident_id, environment, env, start_dt, end_dt, th, report, problems)
