@@ -185,3 +185,66 @@ def wait_events(waits: pd.DataFrame | SourceError) -> Chart:
     ax.set_xlabel(f"average active sessions ({waits.attrs.get('samples', '?')} samples)")
     ax.set_title(title, fontsize=10)
     return Chart(title, fig)
+
+
+QUEUE_STATE_COLOURS = {"waiting": "#1565c0", "prioritized": "#42a5f5", "paused": "#9e9e9e", "active": "#2e7d32",
+                       "delayed": "#c77700", "waiting_children": "#8d6e63", "failed": "#b00020", "retry": "#e57373",
+                       "dead": "#6a1b9a", "scheduled": "#ffb74d", "unacked": "#795548"}
+
+
+def queue_depths(depths: pd.DataFrame | SourceError, limit: int = 20) -> Chart:
+    """Stacked bars: jobs per state for each queue (completed left out: it is history, not load)."""
+    title = "Jobs by state per queue"
+    if (c := _unavailable(title, depths)) is not None:
+        return c
+    states = [s for s in QUEUE_STATE_COLOURS if s in depths.columns and depths[s].sum() > 0]
+    top = depths.assign(_load=depths[states].sum(axis=1) if states else 0).sort_values("_load").tail(limit)
+    fig = Figure(figsize=(10, 0.45 * len(top) + 1.4))
+    ax = fig.subplots()
+    left = pd.Series(0, index=top.index, dtype=float)
+    labels = [_text(f"{q} ({s})", 50) for q, s in zip(top["queue"], top["system"])]
+    for s in states:
+        ax.barh(labels, top[s], left=left, color=QUEUE_STATE_COLOURS[s], label=s)
+        left = left + top[s]
+    ax.set_xlabel("jobs")
+    if states:
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title, fontsize=10)
+    return Chart(title, fig)
+
+
+def depth_timeline(samples: pd.DataFrame | SourceError, limit: int = 8) -> Chart:
+    """Backlog of the busiest queues over the sample: a rising line is a queue not keeping up."""
+    title = "Backlog during the sample"
+    if (c := _unavailable(title, samples)) is not None:
+        return c
+    busiest = samples.groupby("queue")["backlog"].max().sort_values(ascending=False).head(limit).index
+    fig = Figure(figsize=(10, 3.5))
+    ax = fig.subplots()
+    for q in busiest:
+        g = samples[samples["queue"] == q].sort_values("t")
+        ax.plot(g["t"], g["backlog"], marker="o", label=_text(q, 40))
+    ax.set_ylabel("jobs waiting")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.autofmt_xdate()
+    return Chart(title, fig)
+
+
+def memory_by_pattern(keys: pd.DataFrame | SourceError, limit: int = 15) -> Chart:
+    """Estimated bytes per key pattern (largest first)."""
+    title = "Redis memory by key pattern"
+    if (c := _unavailable(title, keys)) is not None:
+        return c
+    top = keys.head(limit).iloc[::-1]
+    fig = Figure(figsize=(10, 0.4 * len(top) + 1.4))
+    ax = fig.subplots()
+    bars = ax.barh([_text(p, 50) for p in top["pattern"]], top["bytes"] / (1 << 20), color="#1565c0")
+    for bar, (_, r) in zip(bars, top.iterrows()):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f"  {int(r['keys']):,} keys ({r['type']})",
+                va="center", fontsize=7)
+    est = "" if keys.attrs.get("complete", True) else \
+        f" (estimated from {100 * keys.attrs.get('scanned_fraction', 0):.0f}% of keys)"
+    ax.set_xlabel("MiB" + est)
+    ax.set_title(title, fontsize=10)
+    return Chart(title, fig)

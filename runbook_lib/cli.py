@@ -73,25 +73,42 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from . import sandbox
     from .runner import run_notebook
+    from .sandbox_queues import stage_queue_backlog
 
     incident = args.incident or f"demo-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     print("starting a sandbox PostgreSQL and Redis ...", flush=True)
+    results = []
     with sandbox.Sandbox.start() as sb:
-        print("staging a database-pressure incident: a migration's ALTER TABLE queued behind an "
-              "idle-in-transaction session, reads piling up behind it, slow reports running ...", flush=True)
-        staged = sandbox.stage_database_pressure(sb.postgres)
+        os.environ.update(sb.env())
         try:
-            os.environ.update(sb.env())
-            print(f"running database_pressure for incident {incident} ...", flush=True)
-            result = run_notebook("database_pressure", incident, environment="local",
-                                  parameters={"sample_seconds": str(args.sample_seconds)}, archive_dir=args.archive)
+            print("staging a database-pressure incident: a migration's ALTER TABLE queued behind an "
+                  "idle-in-transaction session, reads piling up behind it, slow reports running ...", flush=True)
+            staged = sandbox.stage_database_pressure(sb.postgres)
+            try:
+                print(f"running database_pressure for incident {incident} ...", flush=True)
+                results.append(run_notebook("database_pressure", incident, environment="local",
+                                            parameters={"sample_seconds": str(args.sample_seconds)},
+                                            archive_dir=args.archive))
+            finally:
+                staged.stop()
+            print("staging a queue backlog: BullMQ 'emails' whose worker was killed mid-job (stalled jobs) while "
+                  "a producer keeps adding, 'webhooks' failing every job ...", flush=True)
+            queues = stage_queue_backlog(sb.redis.url)
+            try:
+                print(f"running queue_backlog for incident {incident} ...", flush=True)
+                results.append(run_notebook("queue_backlog", incident, environment="local",
+                                            parameters={"sample_seconds": str(args.sample_seconds), "samples": "4"},
+                                            archive_dir=args.archive))
+            finally:
+                queues.stop()
         finally:
-            staged.stop()
             for k in sb.env():
                 os.environ.pop(k, None)
-    _print_result(result)
-    print(f"\nOpen {result.report} in a browser, or {result.record / 'notebook.ipynb'} in JupyterLab.")
-    return EXIT_OK if result.status == "ok" else EXIT_RUN_FAILED
+    for result in results:
+        print()
+        _print_result(result)
+    print("\nOpen the report.html files above in a browser, or the notebook.ipynb beside them in JupyterLab.")
+    return EXIT_OK if all(r.status == "ok" for r in results) else EXIT_RUN_FAILED
 
 
 def _cmd_kernel(args: argparse.Namespace) -> int:
@@ -119,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="show notebooks, their parameters, and environments")
     ls.set_defaults(func=_cmd_list)
 
-    demo = sub.add_parser("demo", help="start a sandbox, stage a database-pressure incident, run and archive it")
+    demo = sub.add_parser("demo", help="start a sandbox, stage database-pressure and queue-backlog incidents, "
+                                       "run both notebooks and archive the records")
     demo.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
     demo.add_argument("--incident", help="incident id (default demo-<UTC time>)")
     demo.add_argument("--sample-seconds", type=float, default=3.0, help="sampling interval (default 3)")

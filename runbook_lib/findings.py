@@ -174,6 +174,20 @@ class Thresholds:
     deadlocks_warn: int = 1                   # deadlocks during the interval
     sequence_warn_pct: float = 75.0
     sequence_crit_pct: float = 90.0
+    # Redis and queues
+    redis_memory_warn_pct: float = 80.0       # used_memory / maxmemory (system memory when maxmemory is 0)
+    redis_memory_crit_pct: float = 90.0
+    redis_clients_warn_pct: float = 80.0      # connected_clients / maxclients
+    redis_clients_crit_pct: float = 95.0
+    redis_fragmentation_warn: float = 1.5     # mem_fragmentation_ratio, when RSS is over 100 MiB
+    redis_slowlog_warn_ms: float = 100.0      # a SLOWLOG entry this slow inside the window
+    queue_oldest_warn_s: float = 300.0        # the oldest waiting job has waited this long
+    queue_oldest_crit_s: float = 1800.0
+    job_hung_after_s: float = 600.0           # a locked job processing this long
+    delayed_overdue_after_s: float = 60.0     # a delayed job this far past its due time
+    worker_stale_after_s: float = 60.0        # a worker heartbeat/beat older than this is not alive
+    celery_visibility_timeout_s: float = 3600.0
+    failed_reason_warn: int = 10              # recent failures sharing one reason
 
     @classmethod
     def from_mapping(cls, *overrides: Mapping[str, Any] | None) -> Thresholds:

@@ -11,6 +11,7 @@ from .config import Environment, load_environment, parse_window
 from .errors import RunbookError
 from .findings import Finding, Report, Severity, Thresholds
 from .sources import postgres
+from .sources import redis as redis_source
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Incident:
     report: Report
     problems: list[str] = field(default_factory=list)
     _db: postgres.Database | None = None
+    _redis: redis_source.RedisTarget | None = None
 
     def postgres(self) -> postgres.Database:
         """The environment's Postgres as a read-only, time-limited diagnostic session."""
@@ -36,10 +38,21 @@ class Incident:
                 self._db = postgres.Database.from_environment(self.environment)
         return self._db
 
+    def redis(self) -> redis_source.RedisTarget:
+        """The environment's Redis, with socket timeouts, read commands only."""
+        if self._redis is None:
+            if self.environment is None:
+                self._redis = redis_source.RedisTarget(None, unavailable="; ".join(self.problems) or "no environment")
+            else:
+                self._redis = redis_source.RedisTarget.from_environment(self.environment)
+        return self._redis
+
     def close(self) -> None:
         """Close every source opened for this run."""
         if self._db is not None:
             self._db.close()
+        if self._redis is not None:
+            self._redis.close()
 
     def _repr_html_(self) -> str:
         window = (f"{self.window_start:%Y-%m-%d %H:%M:%S} to {self.window_end:%Y-%m-%d %H:%M:%S} UTC"

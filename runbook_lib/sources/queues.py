@@ -252,12 +252,13 @@ STUCK_COLUMNS = ["system", "queue", "job_id", "kind", "age_s", "name", "detail"]
 
 def stuck_jobs(target: RedisTarget, queues: pd.DataFrame | SourceError, *, hung_after_s: float = 600.0,
                overdue_after_s: float = 60.0, celery_visibility_timeout_s: float = 3600.0,
-               limit: int = 1000) -> pd.DataFrame | SourceError:
+               stale_after_s: float = 60.0, limit: int = 1000) -> pd.DataFrame | SourceError:
     """Jobs that are not moving, one row each (bounded by ``limit`` per queue):
 
     ``stalled`` BullMQ/Bull active job with no ``<id>:lock`` (its worker is gone); ``hung`` locked but
     processing longer than ``hung_after_s``; ``overdue_delayed`` delayed past its due time (due = score >> 12)
-    by ``overdue_after_s``; ``abandoned`` RQ ``rq:wip`` entry past its expiry score; ``unacked_overdue`` Celery
+    by ``overdue_after_s``; ``abandoned`` RQ ``rq:wip`` entry past its expiry score or whose worker is gone
+    (see :func:`consumers`); ``unacked_overdue`` Celery
     message delivered longer ago than the visibility timeout.
     """
     if isinstance(queues, SourceError):
@@ -266,20 +267,13 @@ def stuck_jobs(target: RedisTarget, queues: pd.DataFrame | SourceError, *, hung_
     def work(c: redis_lib.Redis) -> pd.DataFrame:
         rows: list[dict[str, Any]] = []
         now_ms = _now_ms()
+        client_names = {cl.get("name") for cl in c.client_list() if cl.get("name")} \
+            if (queues["system"] == "rq").any() else set()
         for q in queues.itertuples():
             if q.system in ("bullmq", "bull"):
                 rows += _bull_stuck(c, q, now_ms, hung_after_s, overdue_after_s, limit)
             elif q.system == "rq":
-                name = q.base.removeprefix("rq:queue:")
-                for job_id, score in c.zrangebyscore(f"rq:wip:{name}", "-inf", now_ms / 1000.0, start=0, num=limit,
-                                                     withscores=True):
-                    jid = job_id.split(":")[0]
-                    started = c.hget(f"rq:job:{jid}", "started_at")
-                    age = (now_ms / 1000.0 - pd.Timestamp(started).tz_localize("UTC").timestamp()) \
-                        if started else float("nan")
-                    rows.append({"system": "rq", "queue": q.queue, "job_id": jid, "kind": "abandoned", "age_s": age,
-                                 "name": c.hget(f"rq:job:{jid}", "description") or "",
-                                 "detail": f"in rq:wip:{name} {now_ms / 1000.0 - score:.0f}s past its expiry"})
+                rows += _rq_abandoned(c, q, now_ms / 1000.0, client_names, stale_after_s, limit)
         if (queues["system"] == "celery").any():
             rows += _celery_unacked(c, set(queues.loc[queues["system"] == "celery", "queue"]), now_ms,
                                     celery_visibility_timeout_s, limit)
@@ -317,6 +311,36 @@ def _bull_stuck(c: redis_lib.Redis, q: Any, now_ms: int, hung_after_s: float, ov
         rows.append({"system": q.system, "queue": q.queue, "job_id": jid, "kind": "overdue_delayed",
                      "age_s": (now_ms - due_ms) / 1000.0, "name": c.hget(f"{q.base}:{jid}", "name") or "",
                      "detail": "delayed job past its due time: nothing is promoting delayed jobs"})
+    return rows
+
+
+def _rq_abandoned(c: redis_lib.Redis, q: Any, now: float, client_names: set[str], stale_after_s: float,
+                  limit: int) -> list[dict[str, Any]]:
+    name = q.base.removeprefix("rq:queue:")
+    entries = c.zrange(f"rq:wip:{name}", 0, limit - 1, withscores=True)
+    if not entries:
+        return []
+    jids = [e.split(":")[0] for e, _ in entries]
+    pipe = c.pipeline(transaction=False)
+    for jid in jids:
+        pipe.hmget(f"rq:job:{jid}", ["worker_name", "started_at", "description"])
+    fields = pipe.execute(raise_on_error=False)
+    workers = {f"rq:worker:{f[0]}" for f in fields if not isinstance(f, Exception) and f[0]}
+    alive = _rq_worker_liveness(c, sorted(workers), client_names, now, stale_after_s)
+    rows = []
+    for (entry, score), jid, f in zip(entries, jids, fields):
+        worker, started, description = (None, None, None) if isinstance(f, Exception) else f
+        expired = score < now
+        gone = bool(worker) and not alive.get(f"rq:worker:{worker}", False)
+        if not (expired or gone):
+            continue
+        age = float("nan")
+        if started:
+            ts = pd.Timestamp(started)
+            age = now - (ts.tz_localize("UTC") if ts.tzinfo is None else ts).timestamp()
+        why = f"{now - score:.0f}s past its expiry" if expired else f"its worker {worker} is gone"
+        rows.append({"system": "rq", "queue": q.queue, "job_id": jid, "kind": "abandoned", "age_s": age,
+                     "name": description or "", "detail": f"in rq:wip:{name}, {why}"})
     return rows
 
 
@@ -368,6 +392,7 @@ def consumers(target: RedisTarget, queues: pd.DataFrame | SourceError, *,
     def work(c: redis_lib.Redis) -> pd.DataFrame:
         now = time.time()
         client_rows = [cl for cl in c.client_list() if cl.get("name") != target.safety.client_name]
+        client_names = {cl.get("name") for cl in client_rows if cl.get("name")}
         by_queue: dict[str, list[dict[str, Any]]] = {}
         bases = set(queues.loc[queues["system"].isin(["bullmq", "bull"]), "base"])
         for cl in client_rows:
@@ -393,9 +418,13 @@ def consumers(target: RedisTarget, queues: pd.DataFrame | SourceError, *,
                                    f"stalled-check {'present' if ttl and ttl > 0 else 'absent'}; "
                                    f"{'a job lock is held' if locks else 'no job lock held'}")
             elif q.system == "rq":
-                live, stale = _rq_workers(c, q.queue, now, stale_after_s)
+                members = list(c.sscan_iter(f"rq:workers:{q.queue}", count=500))[:1000]
+                states = _rq_worker_liveness(c, members, client_names, now, stale_after_s)
+                live = sum(states.values())
+                stale = len(states) - live
                 row.update(live_workers=live, stale_workers=stale, alive=live > 0,
-                           evidence=f"{live} workers with a fresh heartbeat, {stale} registered but expired or stale")
+                           evidence=f"{live} workers connected or heartbeating, {stale} registered but gone "
+                                    "(connection closed and heartbeat stale, or hash expired)")
             elif q.system == "sidekiq":
                 live = sum(1 for p in sidekiq if p["alive"] and (not p["queues"] or q.queue in p["queues"]))
                 stale = sum(1 for p in sidekiq if not p["alive"] and (not p["queues"] or q.queue in p["queues"]))
@@ -429,26 +458,28 @@ def _any_lock(c: redis_lib.Redis, base: str) -> bool:
     return bool(c.exists(*[f"{base}:{j}:lock" for j in head]))
 
 
-def _rq_workers(c: redis_lib.Redis, queue: str, now: float, stale_after_s: float) -> tuple[int, int]:
-    members = list(c.sscan_iter(f"rq:workers:{queue}", count=500))[:1000]
+def _rq_worker_liveness(c: redis_lib.Redis, members: list[str], client_names: set[str], now: float,
+                        stale_after_s: float) -> dict[str, bool]:
+    """RQ worker key -> alive. Alive: its connection (RQ names it after the worker) is open, or its
+    heartbeat is recent. A registered worker whose hash expired or went quiet is dead."""
     if not members:
-        return 0, 0
+        return {}
     pipe = c.pipeline(transaction=False)
     for m in members:
         pipe.hget(m, "last_heartbeat")
-    live = stale = 0
-    for hb in pipe.execute(raise_on_error=False):
-        if not hb or isinstance(hb, Exception):
-            stale += 1  # still registered, but its hash expired: the worker died without cleaning up
-            continue
-        try:
-            ts = pd.Timestamp(hb)
-            ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
-            fresh = now - ts.timestamp() <= stale_after_s
-        except ValueError:
-            fresh = False
-        live, stale = (live + 1, stale) if fresh else (live, stale + 1)
-    return live, stale
+    out = {}
+    for m, hb in zip(members, pipe.execute(raise_on_error=False)):
+        name = m.removeprefix("rq:worker:")
+        fresh = False
+        if hb and not isinstance(hb, Exception):
+            try:
+                ts = pd.Timestamp(hb)
+                ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
+                fresh = now - ts.timestamp() <= stale_after_s
+            except ValueError:
+                fresh = False
+        out[m] = bool(hb) and not isinstance(hb, Exception) and (name in client_names or fresh)
+    return out
 
 
 def _sidekiq_processes(c: redis_lib.Redis, now: float, stale_after_s: float) -> list[dict[str, Any]]:
