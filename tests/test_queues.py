@@ -396,3 +396,60 @@ def test_queue_backlog_run_as_a_read_only_acl_user_names_the_stalled_jobs(rd, tm
     assert backlog["severity"] == "crit" and "no live consumer" in backlog["title"]
     assert backlog["evidence"]["active"] == lib["active"] == len(staged.stalled_ids)
     assert b"reader-pass-123" not in all_archive_bytes(tmp_path)
+
+
+# --------------------------------------------------------------------------- Bull 3/4 (Node.js)
+
+BULL_SCRIPT = textwrap.dedent("""
+    const Queue = require('bull');
+    const [role, url] = process.argv.slice(2);
+    const q = new Queue('invoices', url, {settings: {lockDuration: 1000, stalledInterval: 3600000}});
+    (async () => {
+      if (role === 'produce') {
+        for (let i = 0; i < 20; i++) await q.add({n: i});
+        for (let i = 0; i < 5; i++) await q.add({n: i}, {priority: 2});
+        await q.add({late: true}, {delay: 200});
+        await q.close();
+      } else if (role === 'work') {
+        q.process(3, () => new Promise(() => {}));
+      } else {
+        console.log(JSON.stringify(await q.getJobCounts()));
+        await q.close();
+      }
+    })().catch(e => { console.error(e); process.exit(1); });
+""")
+
+
+@pytest.fixture(scope="module")
+def bull_dir(tmp_path_factory):
+    if not (shutil.which("node") and shutil.which("npm")):
+        pytest.skip("Node.js and npm are needed to make Bull's data with Bull itself")
+    d = tmp_path_factory.mktemp("bull")
+    proc = subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "bull@4"], cwd=d,
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.skip(f"npm could not install bull: {proc.stderr.strip()[-200:]}")
+    (d / "bull.js").write_text(BULL_SCRIPT)
+    return d
+
+
+def test_bull_counts_match_bull_and_prioritized_jobs_are_not_counted_twice(rd, procs, bull_dir):
+    subprocess.run(["node", "bull.js", "produce", rd.url], cwd=bull_dir, check=True, timeout=60)
+    worker = subprocess.Popen(["node", "bull.js", "work", rd.url], cwd=bull_dir)
+    procs.append(worker)
+    active = wait_for(lambda: (lambda a: a if len(a) == 3 else None)(raw(rd.url).lrange("bull:invoices:active", 0, -1)))
+    worker.kill()
+    worker.wait()
+    time.sleep(1.3)
+    lib = json.loads(subprocess.run(["node", "bull.js", "counts", rd.url], cwd=bull_dir, capture_output=True,
+                                    text=True, check=True, timeout=60).stdout)
+    target = R.RedisTarget(rd.url)
+    queues = Q.discover_queues(target)
+    assert list(zip(queues["system"], queues["queue"])) == [("bull", "bull:invoices")]
+    mine = only(Q.queue_depths(target, queues), queue="bull:invoices")
+    for field in ("waiting", "active", "completed", "failed", "delayed", "paused"):
+        assert mine[field] == lib[field], field
+    assert mine["backlog"] == lib["waiting"] + lib["paused"]  # prioritized jobs sit in wait too
+    stuck = Q.stuck_jobs(target, queues, overdue_after_s=0)
+    assert sorted(stuck[stuck["kind"] == "stalled"]["job_id"]) == sorted(active)
+    target.close()

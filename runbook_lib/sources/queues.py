@@ -304,10 +304,11 @@ def _bull_stuck(c: redis_lib.Redis, q: Any, now_ms: int, hung_after_s: float, ov
                 rows.append({"system": q.system, "queue": q.queue, "job_id": jid, "kind": "hung", "age_s": age,
                              "name": name or "", "detail": "locked (its worker renews the lock) but processing "
                                                            f"for {age:.0f}s"})
+    # BullMQ and Bull 3/4 both score delayed jobs as due_ms * 0x1000 + a counter
     cutoff = now_ms - int(overdue_after_s * 1000)
-    max_score = (cutoff << 12) if q.system == "bullmq" else cutoff
-    for jid, score in c.zrangebyscore(f"{q.base}:delayed", "-inf", max_score, start=0, num=limit, withscores=True):
-        due_ms = (int(score) >> 12) if q.system == "bullmq" else int(score)
+    for jid, score in c.zrangebyscore(f"{q.base}:delayed", "-inf", cutoff << 12, start=0, num=limit,
+                                      withscores=True):
+        due_ms = int(score) >> 12
         rows.append({"system": q.system, "queue": q.queue, "job_id": jid, "kind": "overdue_delayed",
                      "age_s": (now_ms - due_ms) / 1000.0, "name": c.hget(f"{q.base}:{jid}", "name") or "",
                      "detail": "delayed job past its due time: nothing is promoting delayed jobs"})
