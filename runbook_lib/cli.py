@@ -148,9 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """papermill/nbclient log cell errors and timeouts themselves; the run's outcome is reported once, by us."""
+    import logging
+
+    for name in ("papermill", "nbclient", "traitlets", "NotebookClient", "jupyter_client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``runbook`` command."""
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     try:
         return int(args.func(args))
     except RunbookError as e:

@@ -189,3 +189,14 @@ def test_list_shows_notebooks_parameters_and_environments():
     assert proc.returncode == 0
     assert "database_pressure" in proc.stdout and "sample_seconds (float) = 5.0" in proc.stdout
     assert "environments:" in proc.stdout and "local" in proc.stdout
+
+
+def test_cell_timeout_archives_a_failed_record(tmp_path):
+    nb_dir = _custom_notebooks(tmp_path, "import time\ntime.sleep(60)")
+    proc = run_cli("run", "probe", "--incident", "INC-slow", "--archive", str(tmp_path / "arch"), "--cell-timeout", "2",
+                   env={"RUNBOOK_NOTEBOOKS_DIR": str(nb_dir)})
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    record = only_record(tmp_path / "arch", "INC-slow")
+    run = json.loads((record / "run.json").read_text())
+    assert run["status"] == "failed" and "timed out" in run["reason"].lower()
+    assert "test.partial:x" in (record / "findings.json").read_text()
