@@ -248,3 +248,61 @@ def memory_by_pattern(keys: pd.DataFrame | SourceError, limit: int = 15) -> Char
     ax.set_xlabel("MiB" + est)
     ax.set_title(title, fontsize=10)
     return Chart(title, fig)
+
+
+CHANGE_COLOURS = {"deploy": "#6a1b9a", "config": "#00838f", "migration": "#4e342e", "flag": "#ef6c00",
+                  "rollback": "#2e7d32"}
+
+
+def _change_markers(ax: object, changes: pd.DataFrame | SourceError | None) -> None:
+    """Vertical lines for deploys/config changes on a time axis, labelled with service and version."""
+    if changes is None or isinstance(changes, SourceError) or changes.empty:
+        return
+    lo, hi = ax.get_xlim()  # type: ignore[attr-defined]
+    import matplotlib.dates as mdates
+
+    for c in changes.itertuples():
+        x = mdates.date2num(c.time.tz_convert("UTC").tz_localize(None))
+        if lo <= x <= hi:
+            ax.axvline(x, color=CHANGE_COLOURS.get(c.kind, "#6a1b9a"), linestyle="--", lw=1)  # type: ignore
+            ax.text(x, ax.get_ylim()[1], _text(f" {c.service} {c.version}", 30), rotation=90,  # type: ignore
+                    va="top", ha="right", fontsize=7, color=CHANGE_COLOURS.get(c.kind, "#6a1b9a"))
+
+
+def error_rate(rates: pd.DataFrame, changes: pd.DataFrame | SourceError | None = None,
+               title: str = "Error rate per service") -> Chart:
+    """Share of each minute's lines that were errors, per service, with changes marked."""
+    if (c := _unavailable(title, rates)) is not None:
+        return c
+    fig = Figure(figsize=(10, 3.6))
+    ax = fig.subplots()
+    for service, g in rates.groupby("service"):
+        ax.plot(g["time"].dt.tz_convert("UTC").dt.tz_localize(None), 100 * g["error_rate"], label=_text(service),
+                marker=".")
+    ax.set_ylabel("% of lines")
+    ax.set_ylim(bottom=0)
+    _change_markers(ax, changes)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title + " (UTC)", fontsize=10)
+    fig.autofmt_xdate()
+    return Chart(title, fig)
+
+
+def breakdown(counts: pd.DataFrame, changes: pd.DataFrame | SourceError | None = None,
+              title: str = "Failures by reason", limit: int = 6) -> Chart:
+    """Stacked areas of failures per minute by reason (the top ``limit`` reasons), with changes marked."""
+    if (c := _unavailable(title, counts)) is not None:
+        return c
+    top = counts.groupby("reason")["count"].sum().sort_values(ascending=False).head(limit).index
+    wide = (counts[counts["reason"].isin(top)].pivot_table(index="time", columns="reason", values="count",
+                                                          aggfunc="sum", fill_value=0).sort_index())
+    fig = Figure(figsize=(10, 3.6))
+    ax = fig.subplots()
+    x = wide.index.tz_convert("UTC").tz_localize(None)
+    ax.stackplot(x, [wide[c] for c in wide.columns], labels=[_text(c, 50) for c in wide.columns])
+    ax.set_ylabel("failures per minute")
+    _change_markers(ax, changes)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title + " (UTC)", fontsize=10)
+    fig.autofmt_xdate()
+    return Chart(title, fig)

@@ -188,6 +188,12 @@ class Thresholds:
     worker_stale_after_s: float = 60.0        # a worker heartbeat/beat older than this is not alive
     celery_visibility_timeout_s: float = 3600.0
     failed_reason_warn: int = 10              # recent failures sharing one reason
+    # services, logs, changes
+    health_latency_warn_ms: float = 1000.0    # a health endpoint answering slower than this
+    error_rate_warn: float = 0.05             # share of a minute's lines that are errors at the spike's peak
+    error_rate_crit: float = 0.20
+    change_lead_s: float = 1800.0             # a change this long before an error onset "lines up" with it
+    outage_prolonged_min: float = 15.0        # minutes of elevated errors before the maintenance page
 
     @classmethod
     def from_mapping(cls, *overrides: Mapping[str, Any] | None) -> Thresholds:

@@ -1,0 +1,667 @@
+"""Service logs into one normalized DataFrame, from files (plain or rotated ``.gz``) or Grafana Loki.
+
+Columns: time (UTC), service, level (trace/debug/info/warn/error/fatal), message, status, method, route,
+latency_ms, error, request_id, format, plus any other top-level fields the lines carry.
+
+Formats: JSON lines (pino, bunyan, logrus as Supabase Auth/GoTrue writes it; the fields are told apart by
+name, so one reader handles all three), logfmt, and plain text such as Next.js server output (glyphs and ANSI
+colours stripped, timestamps detected, a line without one inherits the previous line's). JSON files are
+parsed in large blocks by pyarrow; a block with a corrupt line is re-read line by line, so one bad line costs
+one block, not the file. Unparseable lines are counted and kept as a redacted sample, never fatal. Messages
+and errors are redacted before they reach the frame.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import gzip
+import io
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..redact import known_secrets, redact
+from . import SourceError
+
+SOURCE = "logs"
+CORE_COLUMNS = ["time", "service", "level", "message", "status", "method", "route", "latency_ms", "error",
+                "request_id", "format"]
+BLOCK_BYTES = 32 << 20
+SAMPLE_LIMIT = 5
+
+_NUMERIC_LEVELS = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal"}
+_LEVEL_WORDS = {"trace": "trace", "debug": "debug", "info": "info", "information": "info", "notice": "info",
+                "warn": "warn", "warning": "warn", "error": "error", "err": "error", "fatal": "fatal",
+                "panic": "fatal", "critical": "fatal", "crit": "fatal"}
+
+
+@dataclass
+class ParseStats:
+    """What happened to the lines of a source: how many, parsed, skipped, and a sample of the skipped."""
+
+    lines: int = 0
+    parsed: int = 0
+    skipped: int = 0
+    outside_window: int = 0
+    untimed: int = 0
+    skipped_sample: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    formats: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, line: str | bytes) -> None:
+        self.skipped += 1
+        if len(self.skipped_sample) < SAMPLE_LIMIT:
+            text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+            self.skipped_sample.append(redact(text.strip()[:300]))
+
+    def merge(self, other: ParseStats) -> None:
+        self.lines += other.lines
+        self.parsed += other.parsed
+        self.skipped += other.skipped
+        self.outside_window += other.outside_window
+        self.untimed += other.untimed
+        self.skipped_sample = (self.skipped_sample + other.skipped_sample)[:SAMPLE_LIMIT]
+        self.files += other.files
+        for k, v in other.formats.items():
+            self.formats[k] = self.formats.get(k, 0) + v
+
+
+def empty_frame() -> pd.DataFrame:
+    """A normalized frame with no rows."""
+    df = pd.DataFrame({c: pd.Series(dtype="object") for c in CORE_COLUMNS})
+    df["time"] = pd.Series(dtype="datetime64[ns, UTC]")
+    df["status"] = pd.Series(dtype="Int64")
+    df["latency_ms"] = pd.Series(dtype="float64")
+    return df
+
+
+# --------------------------------------------------------------------------- normalization
+
+def _col(df: pd.DataFrame, *names: str) -> pd.Series | None:
+    for n in names:
+        if n in df.columns:
+            s = df[n]
+            if s.notna().any():
+                return s
+    return None
+
+
+def _coalesce(df: pd.DataFrame, *names: str) -> pd.Series:
+    out: pd.Series | None = None
+    for n in names:
+        if n in df.columns:
+            out = df[n] if out is None else out.where(out.notna(), df[n])
+    return out if out is not None else pd.Series([None] * len(df), index=df.index, dtype="object")
+
+
+def _times(raw: pd.Series) -> pd.Series:
+    """Epoch seconds/ms/ns numbers or ISO 8601 strings -> UTC timestamps."""
+    if pd.api.types.is_numeric_dtype(raw.dtype):
+        v = raw.astype("float64")
+        med = float(np.nanmedian(v.to_numpy())) if len(v) and v.notna().any() else 0.0
+        unit = "ns" if med > 1e17 else ("us" if med > 1e14 else ("ms" if med > 1e11 else "s"))
+        return pd.to_datetime(v, unit=unit, utc=True, errors="coerce")
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        return raw.dt.tz_convert("UTC")
+    return pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
+
+
+def _levels(raw: pd.Series | None, n: int, index: pd.Index) -> pd.Series:
+    if raw is None:
+        return pd.Series(["info"] * n, index=index, dtype="str")
+    if pd.api.types.is_numeric_dtype(raw.dtype):
+        bucket = (raw.fillna(30).astype("float64") // 10 * 10).clip(10, 60).astype(int)
+        return bucket.map(_NUMERIC_LEVELS).astype("str")
+    low = raw.astype("str").str.lower()
+    return low.map(lambda v: _LEVEL_WORDS.get(v, v if v and v != "nan" else "info")).astype("str")
+
+
+def _redact_column(s: pd.Series) -> pd.Series:
+    """Redact only the rows that could hold a secret (cheap vectorized pre-filter, exact redaction after)."""
+    if s.empty:
+        return s
+    text = s.astype("str")
+    triggers = ["://", "pass", "pwd", "bearer", "basic", "eyj", "key", "token", "secret", "sk_", "ghp_", "gho_",
+                "xox", "sbp_", "@"] + [re.escape(x.lower()) for x in known_secrets()]
+    mask = text.str.lower().str.contains("|".join(t if t.startswith("\\") else re.escape(t) for t in triggers),
+                                         regex=True, na=False)
+    if mask.any():
+        text = text.copy()
+        text[mask] = text[mask].map(redact)
+    return text.where(s.notna(), None)
+
+
+def normalize(df: pd.DataFrame, service: str, fmt: str) -> pd.DataFrame:
+    """Map a frame of parsed fields (pino, bunyan, logrus/GoTrue, logfmt, text) to the normalized columns."""
+    n = len(df)
+    out = pd.DataFrame(index=df.index)
+    time_raw = _col(df, "time", "timestamp", "ts", "@timestamp", "date")
+    out["time"] = _times(time_raw) if time_raw is not None else pd.Series(pd.NaT, index=df.index,
+                                                                           dtype="datetime64[ns, UTC]")
+    out["service"] = service
+    out["level"] = _levels(_col(df, "level", "severity", "lvl"), n, df.index)
+    out["message"] = _redact_column(_coalesce(df, "msg", "message").astype("object"))
+    status = _coalesce(df, "res.statusCode", "status", "statusCode", "status_code", "res.status")
+    out["status"] = pd.to_numeric(status, errors="coerce").astype("Int64")
+    out["method"] = _coalesce(df, "req.method", "method")
+    out["route"] = _coalesce(df, "req.url", "path", "route", "url", "req.path")
+    latency = pd.Series(np.nan, index=df.index)
+    if "responseTime" in df.columns:
+        latency = pd.to_numeric(df["responseTime"], errors="coerce")
+    if "duration" in df.columns:  # logrus/GoTrue: nanoseconds
+        latency = latency.where(latency.notna(), pd.to_numeric(df["duration"], errors="coerce") / 1e6)
+    for name in ("latency_ms", "elapsed_ms", "response_time"):
+        if name in df.columns:
+            latency = latency.where(latency.notna(), pd.to_numeric(df[name], errors="coerce"))
+    out["latency_ms"] = latency.astype("float64")
+    out["error"] = _redact_column(_coalesce(df, "err.message", "error", "err", "error_code", "err.type")
+                                  .astype("object"))
+    out["request_id"] = _coalesce(df, "req.id", "request_id", "reqId", "requestId", "x_request_id")
+    out["format"] = fmt
+    used = {"time", "timestamp", "ts", "@timestamp", "date", "level", "severity", "lvl", "msg", "message",
+            "res.statusCode", "status", "statusCode", "status_code", "res.status", "req.method", "method",
+            "req.url", "path", "route", "url", "req.path", "responseTime", "duration", "latency_ms", "elapsed_ms",
+            "response_time", "err.message", "error", "err", "req.id", "request_id", "reqId", "requestId",
+            "x_request_id", "err.stack"}
+    for c in df.columns:
+        if c not in used and c not in out.columns and not isinstance(c, int):
+            col = df[c]
+            out[c] = _redact_column(col.astype("object")) if col.dtype == object or str(col.dtype) == "str" else col
+    if "error_code" in df.columns:
+        out["error_code"] = df["error_code"]
+    return out
+
+
+# --------------------------------------------------------------------------- JSON lines
+
+def _flatten_arrow(table: Any) -> Any:
+    """Flatten struct columns (``req.method``, ``res.statusCode``, ``err.message``) and drop nested lists."""
+    import pyarrow as pa
+
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    keep = [i for i, f in enumerate(table.schema) if not (pa.types.is_list(f.type) or pa.types.is_struct(f.type)
+                                                          or pa.types.is_null(f.type))]
+    return table.select(keep)
+
+
+def _json_format_name(columns: Iterable[str]) -> str:
+    cols = set(columns)
+    if "v" in cols and "name" in cols and "hostname" in cols:
+        return "bunyan"
+    if "grant_type" in cols or "error_code" in cols or "component" in cols or "duration" in cols:
+        return "logrus"
+    return "pino" if "msg" in cols else "json"
+
+
+def _parse_json_block(block: bytes, stats: ParseStats) -> pd.DataFrame | None:
+    """A block of complete lines: pyarrow in one go; if any line is corrupt, line by line (bad ones skipped)."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+    stats.lines += lines
+    try:
+        table = pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(block_size=8 << 20))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return _parse_json_lines(block.splitlines(), stats)
+    stats.parsed += table.num_rows
+    stats.skipped += lines - table.num_rows - block.count(b"\n\n")  # blank lines are not lines
+    stats.skipped = max(stats.skipped, 0)
+    return _flatten_arrow(table).to_pandas()
+
+
+def _parse_json_lines(lines: list[bytes], stats: ParseStats) -> pd.DataFrame | None:
+    rows = []
+    for raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            stats.skip(raw)
+            continue
+        if not isinstance(obj, dict):
+            stats.skip(raw)
+            continue
+        rows.append(_flatten_dict(obj))
+    stats.parsed += len(rows)
+    return pd.DataFrame(rows) if rows else None
+
+
+def _flatten_dict(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten_dict(v, key + "."))
+        elif not isinstance(v, list):
+            out[key] = v
+    return out
+
+
+def _blocks(f: io.BufferedIOBase, size: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """Chunks of whole lines, about ``size`` bytes each."""
+    rest = b""
+    while True:
+        chunk = f.read(size)
+        if not chunk:
+            if rest.strip():
+                yield rest
+            return
+        chunk = rest + chunk
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            rest = chunk
+            continue
+        rest = chunk[cut + 1:]
+        yield chunk[: cut + 1]
+
+
+# --------------------------------------------------------------------------- logfmt and text
+
+_LOGFMT = re.compile(r'([\w.@/-]+)=("(?:[^"\\]|\\.)*"|\S*)')
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_TS_PATTERNS = [
+    (re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)"), None),
+    (re.compile(r"\[(\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\]"), "%d/%b/%Y:%H:%M:%S %z"),
+]
+_GLYPH_LEVELS = {"⨯": "error", "✖": "error", "✗": "error", "×": "error", "⚠": "warn", "✓": "info", "○": "info",
+                 "▲": "info", "ℹ": "info", "◐": "info", "λ": "info", "●": "info"}
+_WORD_LEVEL = re.compile(r"\b(TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL|PANIC|CRITICAL)\b", re.IGNORECASE)
+_STATUS_IN_TEXT = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)\s+(\S+)\s+(\d{3})\b(?:\s+in\s+(\d+(?:\.\d+)?)ms)?")
+
+
+def parse_logfmt_line(line: str) -> dict[str, Any] | None:
+    """``key=value key2="quoted"`` -> dict, or None when the line is not logfmt."""
+    pairs = _LOGFMT.findall(line)
+    if len(pairs) < 2:
+        return None
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if v.startswith('"'):
+            v = bytes(v[1:-1], "utf-8").decode("unicode_escape", "replace") if "\\" in v else v[1:-1]
+        out[k] = v
+    return out
+
+
+def parse_text_line(line: str) -> dict[str, Any]:
+    """Plain text: strip ANSI colours, find a timestamp, a level (word or Next.js glyph), an HTTP request."""
+    clean = _ANSI.sub("", line).rstrip()
+    out: dict[str, Any] = {}
+    for pattern, fmt in _TS_PATTERNS:
+        m = pattern.search(clean[:60])
+        if m:
+            try:
+                out["time"] = (datetime.strptime(m.group(1), fmt).astimezone(timezone.utc).isoformat() if fmt
+                               else m.group(1))
+            except ValueError:
+                pass
+            clean = (clean[: m.start()] + clean[m.end():]).strip(" []-")
+            break
+    stripped = clean.lstrip()
+    if stripped[:1] in _GLYPH_LEVELS:
+        out["level"] = _GLYPH_LEVELS[stripped[:1]]
+        stripped = stripped[1:].lstrip()
+    else:
+        m = _WORD_LEVEL.search(stripped[:40])
+        if m:
+            out["level"] = m.group(1).lower()
+        elif re.search(r"\b(Error|Exception|Unhandled|failed)\b", stripped):
+            out["level"] = "error"
+    r = _STATUS_IN_TEXT.search(stripped)
+    if r:
+        out.update(method=r.group(1), route=r.group(2), status=int(r.group(3)))
+        if r.group(4):
+            out["latency_ms"] = float(r.group(4))
+    out["message"] = stripped
+    return out
+
+
+def detect_format(sample: list[str]) -> str:
+    """``json``, ``logfmt`` or ``text`` from the first non-empty lines of a file."""
+    lines = [ln for ln in sample if ln.strip()][:50]
+    if not lines:
+        return "text"
+    if sum(ln.lstrip().startswith("{") for ln in lines) >= len(lines) * 0.6:
+        return "json"
+    if sum(parse_logfmt_line(ln) is not None and "=" in ln.split(" ", 1)[0] for ln in lines) >= len(lines) * 0.6:
+        return "logfmt"
+    return "text"
+
+
+# --------------------------------------------------------------------------- files
+
+def _open(path: str) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # type: ignore[return-value]
+
+
+def _read_file(path: str, service: str, fmt: str, stats: ParseStats) -> list[pd.DataFrame]:
+    frames: list[pd.DataFrame] = []
+    with _open(path) as f:
+        head = f.read(64 << 10)
+    sample = head.decode("utf-8", "replace").splitlines()
+    kind = detect_format(sample) if fmt in ("auto", "", None) else ("json" if fmt in ("pino", "bunyan", "logrus",
+                                                                                        "gotrue", "json") else fmt)
+    with _open(path) as f:
+        if kind == "json":
+            for block in _blocks(f):
+                part = _parse_json_block(block, stats)
+                if part is not None and len(part):
+                    name = _json_format_name(part.columns)
+                    stats.formats[name] = stats.formats.get(name, 0) + len(part)
+                    frames.append(normalize(part, service, name))
+        else:
+            mtime = datetime.fromtimestamp(os.path.getmtime(path), timezone.utc).isoformat()
+            frames += _read_line_format(f, service, kind, stats, file_time=mtime)
+    return frames
+
+
+def _read_line_format(f: io.BufferedIOBase, service: str, kind: str, stats: ParseStats,
+                      file_time: str | None = None) -> list[pd.DataFrame]:
+    """Line-oriented formats. A line without a timestamp takes the previous line's; lines before the first
+    timestamp take the first one; a file with none takes its modification time (``attrs['untimed']``)."""
+    rows: list[dict[str, Any]] = []
+    last_time: str | None = None
+    for raw in f:
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        if not line.strip():
+            continue
+        stats.lines += 1
+        if line.lstrip().startswith("{"):  # a JSON line inside a text/logfmt file (mixed formats)
+            try:
+                obj = json.loads(line)
+                rows.append({**_flatten_dict(obj), "_fmt": "json"})
+                continue
+            except ValueError:
+                pass
+        parsed = parse_logfmt_line(line) if kind == "logfmt" else parse_text_line(line)
+        if not parsed:
+            stats.skip(line)
+            continue
+        if parsed.get("time"):
+            last_time = parsed["time"]
+        elif last_time:
+            parsed["time"] = last_time
+        parsed["_fmt"] = kind
+        rows.append(parsed)
+    if not rows:
+        return []
+    stats.parsed += len(rows)
+    first_time = next((r["time"] for r in rows if r.get("time")), None) or file_time
+    for r in rows:
+        if not r.get("time"):
+            r["time"] = first_time
+            stats.untimed += 1
+        else:
+            break
+    df = pd.DataFrame(rows)
+    frames = []
+    for fmt, part in df.groupby("_fmt", sort=False):
+        part = part.drop(columns="_fmt").dropna(axis=1, how="all")
+        name = _json_format_name(part.columns) if fmt == "json" else fmt
+        stats.formats[name] = stats.formats.get(name, 0) + len(part)
+        frames.append(normalize(part.reset_index(drop=True), service, name))
+    return frames
+
+
+def read_files(service: str, pattern: str, *, start: datetime | None = None, end: datetime | None = None,
+               fmt: str = "auto", max_files: int = 200) -> pd.DataFrame | SourceError:
+    """Every file matching ``pattern`` (rotated ``.gz`` included), normalized and limited to the window.
+
+    ``attrs``: lines, parsed, skipped, skipped_sample, outside_window, files, formats.
+    """
+    paths = sorted(globlib.glob(os.path.expanduser(pattern)), key=lambda p: (os.path.getmtime(p), p))[-max_files:]
+    if not paths:
+        return SourceError(SOURCE, f"files:{service}", "config", f"no log files match {pattern}",
+                           hint="check logs.files in the environment file")
+    stats = ParseStats()
+    frames: list[pd.DataFrame] = []
+    for p in paths:
+        try:
+            frames += _read_file(p, service, fmt, stats)
+            stats.files.append(p)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            stats.skip(f"{p}: unreadable ({type(e).__name__}: {e})")
+    return _finish(frames, stats, start, end)
+
+
+def _finish(frames: list[pd.DataFrame], stats: ParseStats, start: datetime | None,
+            end: datetime | None) -> pd.DataFrame:
+    df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else empty_frame()
+    if len(df) and (start is not None or end is not None):
+        keep = pd.Series(True, index=df.index)
+        if start is not None:
+            keep &= df["time"] >= pd.Timestamp(start)
+        if end is not None:
+            keep &= df["time"] <= pd.Timestamp(end)
+        stats.outside_window += int((~keep).sum())
+        df = df[keep].reset_index(drop=True)
+    if len(df):
+        df = df.sort_values("time", kind="stable", ignore_index=True)
+    df.attrs.update(lines=stats.lines, parsed=stats.parsed, skipped=stats.skipped,
+                    skipped_sample=list(stats.skipped_sample), outside_window=stats.outside_window,
+                    untimed=stats.untimed,
+                    files=list(stats.files), formats=dict(stats.formats))
+    return df
+
+
+# --------------------------------------------------------------------------- Loki
+
+def read_loki(service: str, url: str, query: str, *, start: datetime, end: datetime, org_id: str | None = None,
+              page_limit: int = 5000, max_entries: int = 200_000, timeout_s: float = 10.0
+              ) -> pd.DataFrame | SourceError:
+    """Grafana Loki ``/loki/api/v1/query_range`` (direction forward), paging past the server's entry limit by
+    restarting one nanosecond after the last entry. Each line is parsed as JSON, logfmt or text."""
+    import httpx
+
+    headers = {"X-Scope-OrgID": org_id} if org_id else {}
+    start_ns, end_ns = int(start.timestamp() * 1e9), int(end.timestamp() * 1e9)
+    stats = ParseStats()
+    rows: list[dict[str, Any]] = []
+    fmts: list[str] = []
+    seen_at_edge: set[tuple[int, str]] = set()
+    try:
+        with httpx.Client(timeout=timeout_s, headers=headers) as client:
+            cursor = start_ns
+            while cursor <= end_ns and len(rows) < max_entries:
+                r = client.get(f"{url.rstrip('/')}/loki/api/v1/query_range",
+                               params={"query": query, "start": str(cursor), "end": str(end_ns),
+                                       "limit": str(page_limit), "direction": "forward"})
+                if r.status_code != 200:
+                    return SourceError(SOURCE, f"loki:{service}", "permission" if r.status_code in (401, 403)
+                                       else "error", f"Loki answered HTTP {r.status_code}: {r.text[:200]}",
+                                       hint="check the Loki URL, query and X-Scope-OrgID tenant")
+                entries = sorted((int(ts), line) for s in r.json().get("data", {}).get("result", [])
+                                 for ts, line in s.get("values", []))
+                fresh = [(ts, line) for ts, line in entries if (ts, line) not in seen_at_edge]
+                for ts, line in fresh:
+                    stats.lines += 1
+                    parsed = _parse_any_line(line, stats)
+                    if parsed is None:
+                        continue
+                    fmt = parsed.pop("_fmt")
+                    parsed.setdefault("time", pd.Timestamp(ts, unit="ns", tz="UTC").isoformat())
+                    rows.append(parsed)
+                    fmts.append(fmt)
+                if len(entries) < page_limit or not entries:
+                    break
+                last = entries[-1][0]
+                seen_at_edge = {(ts, line) for ts, line in entries if ts == last}
+                cursor = last  # entries at exactly `last` may continue on the next page; de-duplicated above
+    except httpx.TimeoutException as e:
+        return SourceError(SOURCE, f"loki:{service}", "timeout", f"Loki did not answer within {timeout_s}s: {e}")
+    except httpx.HTTPError as e:
+        return SourceError(SOURCE, f"loki:{service}", "unreachable", f"Loki: {type(e).__name__}: {e}")
+    stats.parsed = len(rows)
+    frames = []
+    if rows:
+        df = pd.DataFrame(rows)
+        df["_fmt"] = fmts
+        for fmt, part in df.groupby("_fmt", sort=False):
+            part = part.drop(columns="_fmt").dropna(axis=1, how="all").reset_index(drop=True)
+            frames.append(normalize(part, service, _json_format_name(part.columns) if fmt == "json" else fmt))
+    stats.files.append(f"loki:{query}")
+    return _finish(frames, stats, start, end)
+
+
+def _parse_any_line(line: str, stats: ParseStats) -> dict[str, Any] | None:
+    s = line.strip()
+    if s.startswith("{"):
+        try:
+            obj = json.loads(s)
+            if isinstance(obj, dict):
+                return {**_flatten_dict(obj), "_fmt": "json"}
+        except ValueError:
+            pass
+        stats.skip(line)
+        return None
+    lf = parse_logfmt_line(s)
+    if lf is not None and "=" in s.split(" ", 1)[0]:
+        return {**lf, "_fmt": "logfmt"}
+    return {**parse_text_line(s), "_fmt": "text"}
+
+
+# --------------------------------------------------------------------------- from the environment file
+
+def read_service_logs(env: Any, service: str, start: datetime, end: datetime) -> pd.DataFrame | SourceError:
+    """The logs of ``service`` as its environment entry declares them (``files`` glob or ``loki``)."""
+    spec = ((env.services or {}).get(service) or {}).get("logs") if env is not None else None
+    if not spec:
+        return SourceError(SOURCE, f"logs:{service}", "config", f"no log source declared for service {service}",
+                           hint=f"add services.{service}.logs (files or loki) to the environment file")
+    if "files" in spec:
+        return read_files(service, str(spec["files"]), start=start, end=end, fmt=str(spec.get("format", "auto")))
+    loki = spec.get("loki") or {}
+    org = env.secret(loki["org_env"]) if loki.get("org_env") else loki.get("org")
+    return read_loki(service, str(loki.get("url", "")), str(loki.get("query", "")), start=start, end=end,
+                     org_id=org)
+
+
+def combine(*frames: pd.DataFrame | SourceError) -> pd.DataFrame:
+    """Concatenate the services' frames that could be read (errors are reported by their own findings)."""
+    ok = [f for f in frames if isinstance(f, pd.DataFrame) and len(f)]
+    if not ok:
+        return empty_frame()
+    df = pd.concat(ok, ignore_index=True).sort_values("time", kind="stable", ignore_index=True)
+    df.attrs["skipped"] = sum(f.attrs.get("skipped", 0) for f in frames if isinstance(f, pd.DataFrame))
+    return df
+
+
+# --------------------------------------------------------------------------- analysis
+
+def is_error(df: pd.DataFrame) -> pd.Series:
+    """Rows that are errors: level error/fatal, or an HTTP status of 500 or more."""
+    status = df["status"].astype("Float64").fillna(0)
+    return df["level"].isin(["error", "fatal"]) | (status >= 500)
+
+
+def error_rate(df: pd.DataFrame, freq: str = "1min", *, statuses: Iterable[int] | None = None) -> pd.DataFrame:
+    """Per service per ``freq``: lines, errors (or lines with one of ``statuses``), and the error share."""
+    if df.empty:
+        return pd.DataFrame(columns=["time", "service", "lines", "errors", "error_rate"])
+    bad = df["status"].isin(list(statuses)).fillna(False) if statuses is not None else is_error(df)
+    g = (df.assign(_bad=bad.astype(int)).set_index("time").groupby("service")
+         .resample(freq)["_bad"].agg(["size", "sum"]).reset_index()
+         .rename(columns={"size": "lines", "sum": "errors"}))
+    g["error_rate"] = (g["errors"] / g["lines"]).where(g["lines"] > 0, 0.0)
+    return g
+
+
+def status_mix(df: pd.DataFrame) -> pd.DataFrame:
+    """HTTP status codes per service (lines without a status left out)."""
+    has = df[df["status"].notna()]
+    if has.empty:
+        return pd.DataFrame(columns=["service", "status", "count"])
+    return (has.groupby(["service", "status"]).size().rename("count").reset_index()
+            .sort_values(["service", "count"], ascending=[True, False], ignore_index=True))
+
+
+_TEMPLATE_SUBS = [
+    (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<uuid>"),
+    (re.compile(r"\[REDACTED\]|\[EMAIL\]"), "<secret>"),
+    (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>"),
+    (re.compile(r"\b[0-9a-fA-F]{12,}\b"), "<hex>"),
+    (re.compile(r"\"[^\"]{1,80}\"|'[^']{1,80}'"), "<str>"),
+    (re.compile(r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{6,}\b"), "<id>"),
+    (re.compile(r"(?<![A-Za-z<])\d+(?:\.\d+)?"), "<n>"),
+]
+
+
+def template_of(message: str) -> str:
+    """A message with its variable parts masked (uuids, ips, hex ids, quoted strings, numbers)."""
+    t = str(message or "")
+    for pattern, repl in _TEMPLATE_SUBS:
+        t = pattern.sub(repl, t)
+    return " ".join(t.split())[:200]
+
+
+def error_templates(df: pd.DataFrame, *, since: datetime | None = None) -> pd.DataFrame:
+    """Error lines folded into templates: count, first and last seen, services, an example, and ``new`` when
+    first seen at or after ``since`` (the onset)."""
+    errs = df[is_error(df)] if len(df) else df
+    cols = ["template", "count", "first_seen", "last_seen", "services", "example", "new"]
+    if errs.empty:
+        return pd.DataFrame(columns=cols)
+    text = errs["message"].astype("object").fillna("")
+    detail = errs["error"].astype("object").fillna("")
+    full = text.where(detail == "", text + " | " + detail.astype(str))
+    keyed = errs.assign(template=full.map(template_of), _full=full)
+    out = (keyed.groupby("template")
+           .agg(count=("template", "size"), first_seen=("time", "min"), last_seen=("time", "max"),
+                services=("service", lambda s: ", ".join(sorted(set(s)))), example=("_full", "first"))
+           .reset_index())
+    out["new"] = out["first_seen"] >= pd.Timestamp(since) if since is not None else False
+    return out.sort_values(["new", "count"], ascending=[False, False], ignore_index=True)[cols]
+
+
+def onset(rates: pd.DataFrame, *, min_rate: float = 0.05, factor: float = 3.0, min_errors: int = 3
+          ) -> pd.DataFrame:
+    """Per service, the first interval whose error rate is at least ``min_rate``, ``factor`` times the median
+    of the intervals before it, with at least ``min_errors`` errors; and the peak after it."""
+    rows = []
+    for service, g in rates.groupby("service"):
+        g = g.sort_values("time").reset_index(drop=True)
+        found = None
+        for i, r in g.iterrows():
+            base = float(g.loc[: i - 1, "error_rate"].median()) if i > 0 else 0.0
+            if r.errors >= min_errors and r.error_rate >= min_rate and r.error_rate >= factor * max(base, 0.005):
+                found = (r.time, base)
+                break
+        if found is not None:
+            after = g[g["time"] >= found[0]]
+            peak = after.loc[after["error_rate"].idxmax()]
+            rows.append({"service": service, "onset": found[0], "baseline_rate": found[1],
+                         "peak_rate": float(peak.error_rate), "peak_at": peak.time,
+                         "errors_since_onset": int(after["errors"].sum()),
+                         "minutes_elevated": int((after["error_rate"] >= max(min_rate, factor * found[1])).sum())})
+    return pd.DataFrame(rows, columns=["service", "onset", "baseline_rate", "peak_rate", "peak_at",
+                                       "errors_since_onset", "minutes_elevated"])
+
+
+# Statuses that mean an authentication attempt failed (bad request, bad credentials, forbidden, invalid).
+AUTH_FAILURE_STATUSES = (400, 401, 403, 422)
+
+
+def breakdown(df: pd.DataFrame, by: Iterable[str] = ("status", "error_code", "grant_type"), *,
+              statuses: Iterable[int] = AUTH_FAILURE_STATUSES, freq: str = "1min") -> pd.DataFrame:
+    """Failures (lines with one of ``statuses``, or level error) per ``freq`` by reason: the columns of ``by``
+    that the logs carry, joined into one ``reason`` label."""
+    cols = [c for c in by if c in df.columns]
+    if df.empty:
+        return pd.DataFrame(columns=["time", "reason", "count"])
+    bad = df[df["status"].isin(list(statuses)).fillna(False) | df["level"].isin(["error", "fatal"])]
+    if bad.empty:
+        return pd.DataFrame(columns=["time", "reason", "count"])
+    reason = bad[cols].astype("object").fillna("-").astype(str).agg(" / ".join, axis=1) if cols else "error"
+    out = (bad.assign(reason=reason).set_index("time").groupby("reason").resample(freq).size()
+           .rename("count").reset_index())
+    return out[out["count"] > 0].reset_index(drop=True)
