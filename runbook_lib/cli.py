@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from pathlib import Path
 
 from .errors import RunbookError
@@ -74,6 +76,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from . import sandbox
     from .runner import run_notebook
     from .sandbox_queues import stage_queue_backlog
+    from .sandbox_services import stage_auth_incident
 
     incident = args.incident or f"demo-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     print("starting a sandbox PostgreSQL and Redis ...", flush=True)
@@ -101,6 +104,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                             archive_dir=args.archive))
             finally:
                 queues.stop()
+            print("staging an authentication incident: identity deploy v2.4.0 breaks JWT verification (a 401 "
+                  "spike in its logs, its /health failing), the Next.js portal failing session refreshes ...",
+                  flush=True)
+            with tempfile.TemporaryDirectory(prefix="runbook-demo-services-") as tmp:
+                services = stage_auth_incident(Path(tmp))
+                os.environ.update(services.secrets)
+                try:
+                    for nb in ("auth_failures", "portal_outage"):
+                        print(f"running {nb} for incident {incident} ...", flush=True)
+                        results.append(run_notebook(nb, incident, env_file=str(services.env_file),
+                                                    archive_dir=args.archive))
+                finally:
+                    services.stop()
+                    for k in services.secrets:
+                        os.environ.pop(k, None)
         finally:
             for k in sb.env():
                 os.environ.pop(k, None)
@@ -109,6 +127,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         _print_result(result)
     print("\nOpen the report.html files above in a browser, or the notebook.ipynb beside them in JupyterLab.")
     return EXIT_OK if all(r.status == "ok" for r in results) else EXIT_RUN_FAILED
+
+
+def _cmd_check_env(args: argparse.Namespace) -> int:
+    from .config import load_environment, validate_environment
+
+    env = load_environment(args.environment)
+    errors, warnings = validate_environment(env)
+    for e in errors:
+        print(f"error: {env.name}: {e}", file=sys.stderr)
+    for w in warnings:
+        print(f"warning: {env.name}: {w}", file=sys.stderr)
+    if errors:
+        return EXIT_USAGE
+    print(f"environment {env.name} ({env.path}) is valid: {len(env.services)} services"
+          f"{', ' + str(len(warnings)) + ' warnings' if warnings else ''}")
+    return EXIT_OK
 
 
 def _cmd_kernel(args: argparse.Namespace) -> int:
@@ -136,12 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="show notebooks, their parameters, and environments")
     ls.set_defaults(func=_cmd_list)
 
-    demo = sub.add_parser("demo", help="start a sandbox, stage database-pressure and queue-backlog incidents, "
-                                       "run both notebooks and archive the records")
+    demo = sub.add_parser("demo", help="start a sandbox, stage database-pressure, queue-backlog and "
+                                       "authentication incidents, run the notebooks and archive the records")
     demo.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
     demo.add_argument("--incident", help="incident id (default demo-<UTC time>)")
     demo.add_argument("--sample-seconds", type=float, default=3.0, help="sampling interval (default 3)")
     demo.set_defaults(func=_cmd_demo)
+
+    check = sub.add_parser("check-env", help="validate an environment file (targets, log sources, changes)")
+    check.add_argument("environment", help="a name under params/environments/ or a path")
+    check.set_defaults(func=_cmd_check_env)
 
     kernel = sub.add_parser("kernel-install", help="install the 'runbook' Jupyter kernel spec for this Python")
     kernel.set_defaults(func=_cmd_kernel)

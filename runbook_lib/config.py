@@ -201,3 +201,76 @@ def parse_window(start: str | datetime, end: str | datetime) -> tuple[datetime, 
     if s >= e:
         raise ConfigError(f"window_start {s.isoformat()} is not before window_end {e.isoformat()}")
     return s.astimezone(timezone.utc), e.astimezone(timezone.utc)
+
+
+_URL = re.compile(r"^https?://[^\s/]+")
+_LOG_FORMATS = {"auto", "json", "pino", "bunyan", "logrus", "gotrue", "logfmt", "text"}
+
+
+def validate_environment(env: Environment) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about an environment file's targets: what would make a notebook's source fail."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    raw = env.raw
+    for section, key in (("postgres", "dsn_env"), ("redis", "url_env")):
+        spec = raw.get(section)
+        if spec is None:
+            continue
+        if not isinstance(spec.get(key), str):
+            errors.append(f"{section}.{key}: name the environment variable that holds the secret")
+        elif not os.environ.get(spec[key]):
+            warnings.append(f"{section}.{key}: ${spec[key]} is not set in this shell")
+    services = raw.get("services") or {}
+    if not isinstance(services, dict):
+        errors.append("services: must be a mapping of service name to settings")
+        services = {}
+    for name, spec in services.items():
+        where = f"services.{name}"
+        if not isinstance(spec, dict):
+            errors.append(f"{where}: must be a mapping (url, health, logs)")
+            continue
+        if "url" in spec and not _URL.match(str(spec["url"])):
+            errors.append(f"{where}.url: {spec['url']!r} is not an http(s) URL")
+        if "health" in spec and not str(spec["health"]).startswith("/"):
+            errors.append(f"{where}.health: a path starting with '/', got {spec['health']!r}")
+        logs = spec.get("logs")
+        if logs is None:
+            continue
+        if not isinstance(logs, dict) or not ({"files", "loki"} & set(logs)):
+            errors.append(f"{where}.logs: give files: GLOB or loki: {{url, query}}")
+            continue
+        if "files" in logs and str(logs.get("format", "auto")) not in _LOG_FORMATS:
+            errors.append(f"{where}.logs.format: one of {', '.join(sorted(_LOG_FORMATS))}")
+        if "loki" in logs:
+            loki = logs["loki"] if isinstance(logs["loki"], dict) else {}
+            if not _URL.match(str(loki.get("url", ""))):
+                errors.append(f"{where}.logs.loki.url: an http(s) URL is required")
+            if not str(loki.get("query", "")).strip().startswith("{"):
+                errors.append(f"{where}.logs.loki.query: a LogQL selector such as '{{app=\"{name}\"}}'")
+    supa = raw.get("supabase")
+    if supa is not None:
+        if not isinstance(supa, dict):
+            errors.append("supabase: must be a mapping (url, anon_key_env, status_page)")
+        else:
+            for key in ("url", "status_page"):
+                if key in supa and not _URL.match(str(supa[key])):
+                    errors.append(f"supabase.{key}: {supa[key]!r} is not an http(s) URL")
+            if "url" in supa and not supa.get("anon_key_env"):
+                errors.append("supabase.anon_key_env: name the variable that holds the anon key")
+            elif supa.get("anon_key_env") and not os.environ.get(str(supa["anon_key_env"])):
+                warnings.append(f"supabase.anon_key_env: ${supa['anon_key_env']} is not set in this shell")
+    changes = raw.get("changes")
+    if changes is not None:
+        given = [k for k in ("file", "url", "git") if isinstance(changes, dict) and k in changes]
+        if len(given) != 1:
+            errors.append("changes: give exactly one of file, url or git")
+        elif given[0] == "file":
+            p = Path(changes["file"])
+            p = p if p.is_absolute() or env.path is None else env.path.parent / p
+            if not p.is_file():
+                errors.append(f"changes.file: {p} does not exist")
+        elif given[0] == "url" and not _URL.match(str(changes["url"])):
+            errors.append(f"changes.url: {changes['url']!r} is not an http(s) URL")
+        elif given[0] == "git" and not (Path(changes["git"]) / ".git").exists():
+            errors.append(f"changes.git: {changes['git']} is not a git repository")
+    return errors, warnings

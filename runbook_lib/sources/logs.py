@@ -591,7 +591,7 @@ _TEMPLATE_SUBS = [
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>"),
     (re.compile(r"\b[0-9a-fA-F]{12,}\b"), "<hex>"),
     (re.compile(r"\"[^\"]{1,80}\"|'[^']{1,80}'"), "<str>"),
-    (re.compile(r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{6,}\b"), "<id>"),
+    (re.compile(r"\b(?=[A-Za-z]*\d)[0-9a-fA-F]{6,}\b|\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{6,}\b"), "<id>"),
     (re.compile(r"(?<![A-Za-z<])\d+(?:\.\d+)?"), "<n>"),
 ]
 
