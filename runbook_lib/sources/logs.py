@@ -248,8 +248,9 @@ def _flatten_dict(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _blocks(f: io.BufferedIOBase, size: int = BLOCK_BYTES) -> Iterator[bytes]:
-    """Chunks of whole lines, about ``size`` bytes each."""
+def _blocks(f: io.BufferedIOBase, size: int | None = None) -> Iterator[bytes]:
+    """Chunks of whole lines, about ``size`` (default ``BLOCK_BYTES``) bytes each."""
+    size = size or BLOCK_BYTES
     rest = b""
     while True:
         chunk = f.read(size)
@@ -333,7 +334,7 @@ def detect_format(sample: list[str]) -> str:
         return "text"
     if sum(ln.lstrip().startswith("{") for ln in lines) >= len(lines) * 0.6:
         return "json"
-    if sum(parse_logfmt_line(ln) is not None and "=" in ln.split(" ", 1)[0] for ln in lines) >= len(lines) * 0.6:
+    if sum(parse_logfmt_line(ln) is not None and "=" in ln.split(" ", 1)[0] for ln in lines) >= len(lines) * 0.5:
         return "logfmt"
     return "text"
 
