@@ -124,19 +124,23 @@ def _levels(raw: pd.Series | None, n: int, index: pd.Index) -> pd.Series:
     return low.map(lambda v: _LEVEL_WORDS.get(v, v if v and v != "nan" else "info")).astype("str")
 
 
+_TRIGGERS = ["://", "pass", "pwd", "bearer", "basic", "eyj", "key", "token", "secret", "sk_", "ghp_", "gho_",
+             "xox", "sbp_", "@"]
+
+
 def _redact_column(s: pd.Series) -> pd.Series:
-    """Redact only the rows that could hold a secret (cheap vectorized pre-filter, exact redaction after)."""
+    """Redact only the rows that could hold a secret: a vectorized case-insensitive pre-filter (run by pyarrow
+    on arrow-backed strings), then the exact redaction on the few rows it flags."""
     if s.empty:
         return s
-    text = s.astype("str")
-    triggers = ["://", "pass", "pwd", "bearer", "basic", "eyj", "key", "token", "secret", "sk_", "ghp_", "gho_",
-                "xox", "sbp_", "@"] + [re.escape(x.lower()) for x in known_secrets()]
-    mask = text.str.lower().str.contains("|".join(t if t.startswith("\\") else re.escape(t) for t in triggers),
-                                         regex=True, na=False)
-    if mask.any():
-        text = text.copy()
-        text[mask] = text[mask].map(redact)
-    return text.where(s.notna(), None)
+    text = s if pd.api.types.is_string_dtype(s.dtype) and s.dtype != object else s.astype("str")
+    pattern = "|".join([re.escape(t) for t in _TRIGGERS] + [re.escape(x) for x in known_secrets()])
+    mask = text.str.contains(pattern, regex=True, case=False, na=False)
+    if not mask.any():
+        return text.where(s.notna(), None) if text is not s else s
+    out = text.copy()
+    out[mask] = text[mask].map(redact)
+    return out.where(s.notna(), None)
 
 
 def normalize(df: pd.DataFrame, service: str, fmt: str) -> pd.DataFrame:
@@ -148,7 +152,7 @@ def normalize(df: pd.DataFrame, service: str, fmt: str) -> pd.DataFrame:
                                                                            dtype="datetime64[ns, UTC]")
     out["service"] = service
     out["level"] = _levels(_col(df, "level", "severity", "lvl"), n, df.index)
-    out["message"] = _redact_column(_coalesce(df, "msg", "message").astype("object"))
+    out["message"] = _redact_column(_coalesce(df, "msg", "message"))
     status = _coalesce(df, "res.statusCode", "status", "statusCode", "status_code", "res.status")
     out["status"] = pd.to_numeric(status, errors="coerce").astype("Int64")
     out["method"] = _coalesce(df, "req.method", "method")
@@ -162,8 +166,7 @@ def normalize(df: pd.DataFrame, service: str, fmt: str) -> pd.DataFrame:
         if name in df.columns:
             latency = latency.where(latency.notna(), pd.to_numeric(df[name], errors="coerce"))
     out["latency_ms"] = latency.astype("float64")
-    out["error"] = _redact_column(_coalesce(df, "err.message", "error", "err", "error_code", "err.type")
-                                  .astype("object"))
+    out["error"] = _redact_column(_coalesce(df, "err.message", "error", "err", "error_code", "err.type"))
     out["request_id"] = _coalesce(df, "req.id", "request_id", "reqId", "requestId", "x_request_id")
     out["format"] = fmt
     used = {"time", "timestamp", "ts", "@timestamp", "date", "level", "severity", "lvl", "msg", "message",
@@ -174,7 +177,7 @@ def normalize(df: pd.DataFrame, service: str, fmt: str) -> pd.DataFrame:
     for c in df.columns:
         if c not in used and c not in out.columns and not isinstance(c, int):
             col = df[c]
-            out[c] = _redact_column(col.astype("object")) if col.dtype == object or str(col.dtype) == "str" else col
+            out[c] = _redact_column(col) if col.dtype == object or pd.api.types.is_string_dtype(col.dtype) else col
     if "error_code" in df.columns:
         out["error_code"] = df["error_code"]
     return out
@@ -202,28 +205,40 @@ def _json_format_name(columns: Iterable[str]) -> str:
     return "pino" if "msg" in cols else "json"
 
 
-def _parse_json_block(block: bytes, stats: ParseStats) -> pd.DataFrame | None:
-    """A block of complete lines: pyarrow in one go; if any line is corrupt, line by line (bad ones skipped)."""
+MIN_BISECT_BYTES = 64 << 10
+
+
+def _json_tables(block: bytes | memoryview, stats: ParseStats) -> list[Any]:
+    """Arrow tables for a block of whole JSON lines. pyarrow parses it in one go; a block with a corrupt
+    line is split in two and each half tried again, down to small pieces read line by line, so a bad line
+    costs a few kilobytes of slow parsing, not the block."""
     import pyarrow as pa
     import pyarrow.json as pj
 
-    lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-    stats.lines += lines
     try:
-        table = pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(block_size=8 << 20))
+        table = pj.read_json(pa.BufferReader(pa.py_buffer(block)),
+                             read_options=pj.ReadOptions(block_size=4 << 20, use_threads=True))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return _parse_json_lines(block.splitlines(), stats)
+        if len(block) <= MIN_BISECT_BYTES:
+            rows = _parse_json_lines(bytes(block).splitlines(), stats)
+            return [pa.Table.from_pylist(rows)] if rows else []
+        mid = bytes(block[: len(block) // 2]).rfind(b"\n")
+        if mid <= 0:
+            rows = _parse_json_lines(bytes(block).splitlines(), stats)
+            return [pa.Table.from_pylist(rows)] if rows else []
+        view = memoryview(block)
+        return _json_tables(view[: mid + 1], stats) + _json_tables(view[mid + 1:], stats)
+    stats.lines += table.num_rows
     stats.parsed += table.num_rows
-    stats.skipped += lines - table.num_rows - block.count(b"\n\n")  # blank lines are not lines
-    stats.skipped = max(stats.skipped, 0)
-    return _flatten_arrow(table).to_pandas()
+    return [_flatten_arrow(table)]
 
 
-def _parse_json_lines(lines: list[bytes], stats: ParseStats) -> pd.DataFrame | None:
+def _parse_json_lines(lines: list[bytes], stats: ParseStats) -> list[dict[str, Any]]:
     rows = []
     for raw in lines:
         if not raw.strip():
             continue
+        stats.lines += 1
         try:
             obj = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -234,7 +249,7 @@ def _parse_json_lines(lines: list[bytes], stats: ParseStats) -> pd.DataFrame | N
             continue
         rows.append(_flatten_dict(obj))
     stats.parsed += len(rows)
-    return pd.DataFrame(rows) if rows else None
+    return rows
 
 
 def _flatten_dict(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -248,9 +263,11 @@ def _flatten_dict(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _blocks(f: io.BufferedIOBase, size: int | None = None) -> Iterator[bytes]:
-    """Chunks of whole lines, about ``size`` (default ``BLOCK_BYTES``) bytes each."""
+def _blocks(f: Any, size: int | None = None) -> Iterator[bytes | memoryview]:
+    """Chunks of whole lines, about ``size`` (default ``BLOCK_BYTES``) bytes each. On a seekable file the
+    partial last line is re-read with the next chunk (no copying); on a stream (gzip) it is carried over."""
     size = size or BLOCK_BYTES
+    seekable = not isinstance(f, gzip.GzipFile) and f.seekable()
     rest = b""
     while True:
         chunk = f.read(size)
@@ -258,13 +275,22 @@ def _blocks(f: io.BufferedIOBase, size: int | None = None) -> Iterator[bytes]:
             if rest.strip():
                 yield rest
             return
-        chunk = rest + chunk
+        if rest:
+            chunk = rest + chunk
+            rest = b""
         cut = chunk.rfind(b"\n")
         if cut < 0:
-            rest = chunk
+            if len(chunk) < size:  # the last line, without a newline
+                yield chunk
+                return
+            rest = chunk  # one very long line: keep reading
             continue
-        rest = chunk[cut + 1:]
-        yield chunk[: cut + 1]
+        if seekable and cut + 1 < len(chunk):
+            f.seek(cut + 1 - len(chunk), os.SEEK_CUR)
+            yield memoryview(chunk)[: cut + 1]
+        else:
+            rest = chunk[cut + 1:]
+            yield memoryview(chunk)[: cut + 1]
 
 
 # --------------------------------------------------------------------------- logfmt and text
@@ -354,12 +380,15 @@ def _read_file(path: str, service: str, fmt: str, stats: ParseStats) -> list[pd.
                                                                                         "gotrue", "json") else fmt)
     with _open(path) as f:
         if kind == "json":
-            for block in _blocks(f):
-                part = _parse_json_block(block, stats)
-                if part is not None and len(part):
-                    name = _json_format_name(part.columns)
-                    stats.formats[name] = stats.formats.get(name, 0) + len(part)
-                    frames.append(normalize(part, service, name))
+            import pyarrow as pa
+
+            tables = [t for block in _blocks(f) for t in _json_tables(block, stats)]
+            if tables:
+                table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+                part = table.to_pandas()
+                name = _json_format_name(part.columns)
+                stats.formats[name] = stats.formats.get(name, 0) + len(part)
+                frames.append(normalize(part, service, name))
         else:
             mtime = datetime.fromtimestamp(os.path.getmtime(path), timezone.utc).isoformat()
             frames += _read_line_format(f, service, kind, stats, file_time=mtime)
@@ -446,7 +475,7 @@ def _finish(frames: list[pd.DataFrame], stats: ParseStats, start: datetime | Non
             keep &= df["time"] <= pd.Timestamp(end)
         stats.outside_window += int((~keep).sum())
         df = df[keep].reset_index(drop=True)
-    if len(df):
+    if len(df) and not df["time"].is_monotonic_increasing:
         df = df.sort_values("time", kind="stable", ignore_index=True)
     df.attrs.update(lines=stats.lines, parsed=stats.parsed, skipped=stats.skipped,
                     skipped_sample=list(stats.skipped_sample), outside_window=stats.outside_window,
