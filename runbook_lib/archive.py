@@ -207,3 +207,134 @@ def list_records(root: Path, incident_id: str | None = None) -> list[Path]:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- reading records
+
+@dataclass
+class Record:
+    """One archived run, read back from its directory."""
+
+    path: Path
+    run: dict[str, Any]
+
+    @property
+    def incident_id(self) -> str:
+        return str(self.run.get("incident_id") or self.path.parent.name)
+
+    @property
+    def notebook(self) -> str:
+        return str(self.run.get("notebook") or "?")
+
+    @property
+    def status(self) -> str:
+        return str(self.run.get("status") or "?")
+
+    @property
+    def started_at(self) -> datetime:
+        return datetime.fromisoformat(self.run["started_at"]) if self.run.get("started_at") else \
+            datetime.fromtimestamp(self.path.stat().st_mtime, timezone.utc)
+
+    @property
+    def run_id(self) -> str:
+        """``<incident>/<record dir>``: how commands name a record."""
+        return f"{self.path.parent.name}/{self.path.name}"
+
+    def findings(self) -> list[dict[str, Any]]:
+        try:
+            data = json.loads((self.path / "findings.json").read_text())
+            return data if isinstance(data, list) else []
+        except (OSError, ValueError):
+            return []
+
+
+def load_record(path: Path) -> Record:
+    """A record directory as a :class:`Record` (``run.json`` must be readable)."""
+    try:
+        return Record(path, json.loads((path / "run.json").read_text()))
+    except (OSError, ValueError) as e:
+        raise RunbookError(f"{path} is not a readable record ({type(e).__name__})") from None
+
+
+def records(root: Path, incident_id: str | None = None) -> list[Record]:
+    """Every readable record (one incident or all), oldest first."""
+    out = []
+    for p in list_records(root, incident_id):
+        try:
+            out.append(load_record(p))
+        except RunbookError:
+            continue
+    return sorted(out, key=lambda r: (r.started_at, r.path.name))
+
+
+def resolve_record(root: Path, ref: str) -> Record:
+    """A record by path, by ``<incident>/<record dir>``, or ``<incident>`` (its latest record)."""
+    p = Path(ref).expanduser()
+    if (p / "run.json").is_file():
+        return load_record(p.resolve())
+    if (root / ref / "run.json").is_file():
+        return load_record(root / ref)
+    if (root / ref).is_dir():
+        recs = records(root, ref)
+        if recs:
+            return recs[-1]
+    raise RunbookError(f"no record {ref!r} under {root} (give a record path, INCIDENT/RECORD or INCIDENT)")
+
+
+def verify(root: Path) -> list[tuple[str, str]]:
+    """Every problem with the archive: (record, what is wrong). Hashes are recomputed from the bytes."""
+    problems: list[tuple[str, str]] = []
+    if not root.is_dir():
+        return problems
+    for incident_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for rec in sorted(p for p in incident_dir.iterdir() if p.is_dir()):
+            name = f"{incident_dir.name}/{rec.name}"
+            if rec.name.startswith(_STAGING_PREFIX):
+                problems.append((name, "unfinished run (staging directory); the next run finalises it as failed"))
+                continue
+            if rec.name.startswith(".") or rec.name in ("status-updates",):
+                continue
+            try:
+                run = json.loads((rec / "run.json").read_text())
+            except (OSError, ValueError):
+                problems.append((name, "run.json missing or unreadable"))
+                continue
+            files = run.get("files") or {}
+            for required in RECORD_FILES:
+                if required not in files:
+                    problems.append((name, f"{required} is not listed in run.json"))
+            for fname, digest in files.items():
+                f = rec / fname
+                if not f.is_file():
+                    problems.append((name, f"{fname} is missing"))
+                elif sha256_file(f) != digest:
+                    problems.append((name, f"{fname} was altered (sha256 differs from run.json)"))
+    return problems
+
+
+def prune(root: Path, older_than_s: float, *, dry_run: bool = True) -> list[Path]:
+    """Records started more than ``older_than_s`` ago; deleted only when ``dry_run`` is False."""
+    cutoff = datetime.now(timezone.utc).timestamp() - older_than_s
+    old = [r.path for r in records(root) if r.started_at.timestamp() < cutoff]
+    if not dry_run:
+        for p in old:
+            shutil.rmtree(p)
+            if p.parent.is_dir() and not any(p.parent.iterdir()):
+                p.parent.rmdir()
+    return old
+
+
+def write_incident_file(root: Path, incident_id: str, relative: str, text: str) -> Path:
+    """Write a document (status update, retro draft) into the incident's folder, atomically, never over an
+    existing file (a numbered name is used instead)."""
+    validate_incident_id(incident_id)
+    target = root / incident_id / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stem, suffix, n = target.stem, target.suffix, 2
+    while target.exists():
+        target = target.with_name(f"{stem}-{n}{suffix}")
+        n += 1
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(redact(text))
+    os.replace(tmp, target)
+    return target

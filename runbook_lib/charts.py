@@ -306,3 +306,49 @@ def breakdown(counts: pd.DataFrame, changes: pd.DataFrame | SourceError | None =
     ax.set_title(title + " (UTC)", fontsize=10)
     fig.autofmt_xdate()
     return Chart(title, fig)
+
+
+def findings_timeline(timeline: pd.DataFrame, runs: pd.DataFrame | None = None, limit: int = 25) -> Chart:
+    """One bar per finding from first to last seen (to resolved when seen clear), runs marked on the axis."""
+    title = "Findings over the incident"
+    if (c := _unavailable(title, timeline)) is not None:
+        return c
+    t = timeline.head(limit).iloc[::-1].reset_index(drop=True)
+    fig = Figure(figsize=(11, 0.38 * len(t) + 1.6))
+    ax = fig.subplots()
+    import matplotlib.dates as mdates
+
+    def num(ts: pd.Timestamp) -> float:
+        return float(mdates.date2num(ts.tz_convert("UTC").tz_localize(None)))
+    for i, r in t.iterrows():
+        start = num(r["first_seen"])
+        end = num(r["resolved_at"]) if pd.notna(r["resolved_at"]) else num(r["last_seen"])
+        ax.barh(i, max(end - start, 1 / 1440 / 4), left=start, color=SEVERITY_COLOURS.get(r["worst"], "#757575"))
+        if pd.notna(r["resolved_at"]):
+            ax.plot([end], [i], marker="|", color="#2e7d32", markersize=12)
+    ax.set_yticks(range(len(t)), [_text(x, 70) for x in t["title"]], fontsize=7)
+    if runs is not None and len(runs):
+        for ts in pd.to_datetime(runs["started_at"], utc=True):
+            ax.axvline(num(ts), color="#bdbdbd", lw=0.6, zorder=0)
+    ax.xaxis_date()
+    ax.set_title(title + " (UTC; grey lines are runs, green ticks resolutions)", fontsize=10)
+    fig.autofmt_xdate()
+    return Chart(title, fig)
+
+
+class Markdown:
+    """Markdown text that Jupyter and the HTML report render as Markdown."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def _repr_markdown_(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def markdown(text: str) -> Markdown:
+    """Display ``text`` as Markdown."""
+    return Markdown(text)

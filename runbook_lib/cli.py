@@ -145,6 +145,159 @@ def _cmd_check_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _duration(text: str) -> float:
+    """``90s``, ``5m``, ``2h``, ``30d`` -> seconds."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text or "")
+    if not m:
+        raise RunbookError(f"duration {text!r}: use a number and s, m, h or d (e.g. 5m)")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def _print_compare(df: object) -> None:
+    import pandas as pd
+
+    assert isinstance(df, pd.DataFrame)
+    if df.empty:
+        print("no findings to act on in either run")
+    for r in df.itertuples():
+        print(f"{r.change:10} {r.before:>5} -> {r.after:<5} {r.title}")
+        if r.change == "persisting" and r.evidence_before != r.evidence_after:
+            print(f"           before: {_short(r.evidence_before)}\n           after:  {_short(r.evidence_after)}")
+
+
+def _short(ev: object) -> str:
+    import json
+
+    text = json.dumps(ev, default=str)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from . import archive, timeline
+
+    root = archive.archive_root(args.archive)
+    a, b = archive.resolve_record(root, args.run_a), archive.resolve_record(root, args.run_b)
+    if a.started_at > b.started_at:
+        a, b = b, a
+    print(f"{a.run_id} ({a.started_at:%H:%M:%S}) -> {b.run_id} ({b.started_at:%H:%M:%S})")
+    _print_compare(timeline.compare(a, b))
+    return EXIT_OK
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from . import archive, timeline
+    from .runner import run_notebook
+
+    every, limit = _duration(args.every), _duration(args.timeout)
+    deadline = _time.monotonic() + limit
+    previous = None
+    params = _key_values(args.p)
+    round_no = 0
+    while True:
+        round_no += 1
+        result = run_notebook(args.notebook, args.incident, environment=args.env, env_file=args.env_file,
+                              parameters=params, archive_dir=args.archive)
+        current = archive.load_record(result.record)
+        print(f"round {round_no}: {current.run_id} status {result.status}, worst {current.run.get('worst_severity')}")
+        if previous is not None:
+            _print_compare(timeline.compare(previous, current))
+        previous = current
+        if args.until_clear and timeline.is_clear(current):
+            print("clear: no warn, crit or error finding")
+            return EXIT_OK
+        if _time.monotonic() + every > deadline:
+            print(f"runbook: watch timed out after {args.timeout} without clearing", file=sys.stderr)
+            return EXIT_RUN_FAILED
+        _time.sleep(every)
+
+
+def _cmd_status_update(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from . import archive, timeline
+
+    root = archive.archive_root(args.archive)
+    archive.validate_incident_id(args.incident)
+    recs = archive.records(root, args.incident)
+    if not recs:
+        raise RunbookError(f"no records for incident {args.incident!r} under {root}")
+    text = timeline.status_update(args.incident, recs, next_update=timedelta(seconds=_duration(args.next_update)))
+    path = archive.write_incident_file(root, args.incident,
+                                       f"status-updates/{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.md", text)
+    print(text)
+    print(f"saved: {path}")
+    return EXIT_OK
+
+
+def _cmd_archive(args: argparse.Namespace) -> int:
+    from . import archive, site
+
+    root = archive.archive_root(args.archive)
+    if args.archive_command == "list":
+        recs = archive.records(root, args.incident)
+        for r in recs:
+            print(f"{r.started_at:%Y-%m-%d %H:%M:%S}  {r.run_id:60}  {r.status:6}  worst {r.run.get('worst_severity', '?')}")
+        if not recs:
+            print(f"no records under {root}")
+        return EXIT_OK
+    if args.archive_command == "show":
+        r = archive.resolve_record(root, args.run)
+        print(f"{r.run_id}: {r.notebook} for {r.incident_id}, {r.status}, started {r.started_at:%Y-%m-%d %H:%M:%S} UTC")
+        if r.run.get("reason"):
+            print(f"reason: {r.run['reason']}")
+        for f in sorted(r.findings(), key=lambda f: timeline_rank(f["severity"])):
+            print(f"[{f['severity'].upper():5}] {f['title']}" + (f"\n        -> {f['action']}" if f.get("action") and
+                                                                f["severity"] != "ok" else ""))
+        print(f"report: {r.path / 'report.html'}")
+        return EXIT_OK
+    if args.archive_command == "verify":
+        problems = archive.verify(root)
+        for rec, what in problems:
+            print(f"{rec}: {what}")
+        n = len(archive.list_records(root))
+        print(f"{n} records checked, {len(problems)} problems" if problems else f"{n} records checked, all intact")
+        return EXIT_RUN_FAILED if problems else EXIT_OK
+    if args.archive_command == "site":
+        index = site.build(root, Path(args.dir))
+        print(f"site: {index}")
+        return EXIT_OK
+    if args.archive_command == "prune":
+        old = archive.prune(root, _duration(args.older_than), dry_run=not args.yes)
+        verb = "deleted" if args.yes else "would delete (add --yes to delete)"
+        for p in old:
+            print(f"{verb}: {p}")
+        print(f"{len(old)} records older than {args.older_than}")
+        return EXIT_OK
+    raise RunbookError(f"unknown archive command {args.archive_command}")
+
+
+def timeline_rank(sev: str) -> int:
+    return {"crit": 0, "error": 1, "warn": 2, "info": 3, "ok": 4}.get(sev, 9)
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from .config import project_dir
+    from .kernel import ensure_kernelspec
+
+    ensure_kernelspec()
+    env = dict(os.environ)
+    if args.env:
+        from .config import load_environment
+
+        load_environment(args.env)  # a clear error now rather than in every notebook
+        env["RUNBOOK_DEFAULT_ENVIRONMENT"] = args.env
+    if args.archive:
+        env["RUNBOOK_ARCHIVE"] = str(Path(args.archive).resolve())
+    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={project_dir('notebooks')}",
+           f"--MappingKernelManager.default_kernel_name=runbook", *args.lab_args]
+    os.execvpe(sys.executable, cmd, env)
+    return EXIT_OK
+
+
 def _cmd_kernel(args: argparse.Namespace) -> int:
     from .kernel import ensure_kernelspec
 
@@ -176,6 +329,53 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--incident", help="incident id (default demo-<UTC time>)")
     demo.add_argument("--sample-seconds", type=float, default=3.0, help="sampling interval (default 3)")
     demo.set_defaults(func=_cmd_demo)
+
+    cmp_ = sub.add_parser("compare", help="what was resolved, is new, or persists between two runs")
+    cmp_.add_argument("run_a", help="record path, INCIDENT/RECORD, or INCIDENT (its latest run)")
+    cmp_.add_argument("run_b")
+    cmp_.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
+    cmp_.set_defaults(func=_cmd_compare)
+
+    watch = sub.add_parser("watch", help="re-run a notebook every interval and print what changed")
+    watch.add_argument("notebook")
+    watch.add_argument("--incident", required=True)
+    wenv = watch.add_mutually_exclusive_group()
+    wenv.add_argument("--env")
+    wenv.add_argument("--env-file")
+    watch.add_argument("-p", action="append", default=[], metavar="KEY=VALUE")
+    watch.add_argument("--every", default="5m", help="interval between runs (default 5m)")
+    watch.add_argument("--until-clear", action="store_true", help="stop when nothing is warn, crit or error")
+    watch.add_argument("--timeout", default="2h", help="give up after this long (default 2h)")
+    watch.add_argument("--archive")
+    watch.set_defaults(func=_cmd_watch)
+
+    su = sub.add_parser("status-update", help="write a stakeholder update from the incident's latest findings")
+    su.add_argument("incident")
+    su.add_argument("--next-update", default="30m", help="when the next update is due (default 30m)")
+    su.add_argument("--archive")
+    su.set_defaults(func=_cmd_status_update)
+
+    arch = sub.add_parser("archive", help="list, show, verify, publish or prune records")
+    asub = arch.add_subparsers(dest="archive_command", required=True, parser_class=_Parser)
+    al = asub.add_parser("list", help="records, oldest first")
+    al.add_argument("incident", nargs="?")
+    ash = asub.add_parser("show", help="one record's findings")
+    ash.add_argument("run", help="record path, INCIDENT/RECORD, or INCIDENT (its latest run)")
+    asub.add_parser("verify", help="recompute every sha256 and report altered or incomplete records")
+    ast = asub.add_parser("site", help="a static HTML index of the archive")
+    ast.add_argument("dir")
+    apr = asub.add_parser("prune", help="delete records older than an age (dry run unless --yes)")
+    apr.add_argument("--older-than", required=True, help="e.g. 90d")
+    apr.add_argument("--yes", action="store_true")
+    for p in (al, ash, asub.choices["verify"], ast, apr):
+        p.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
+    arch.set_defaults(func=_cmd_archive)
+
+    lab = sub.add_parser("lab", help="open JupyterLab on notebooks/ with the runbook kernel")
+    lab.add_argument("--env", help="environment to check first (notebooks still take it as a parameter)")
+    lab.add_argument("--archive")
+    lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab (after --)")
+    lab.set_defaults(func=_cmd_lab)
 
     check = sub.add_parser("check-env", help="validate an environment file (targets, log sources, changes)")
     check.add_argument("environment", help="a name under params/environments/ or a path")

@@ -255,6 +255,7 @@ def run_notebook(notebook: str, incident_id: str, *, environment: str | None = N
         FINDINGS_PATH_ENV: str(findings_path),
         "RUNBOOK_PARAMS_DIR": str(project_dir("params")),
         "RUNBOOK_NOTEBOOKS_DIR": str(project_dir("notebooks")),
+        "RUNBOOK_ARCHIVE": str(root),
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     })
     try:
@@ -331,6 +332,24 @@ def _run_with_kernel(km: Any, path: Path, incident_id: str, root: Path, staging_
     if interrupted is not None:
         raise interrupted
     return RunResult(status, record, reason, findings)
+
+
+def run_recommended(recommendations: Any, incident_id: str, environment: str, *,
+                    urgencies: tuple[str, ...] = ("crit", "warn"), archive_dir: str | None = None) -> Any:
+    """Run each recommended notebook (most urgent first) for the incident; a table linking their records."""
+    import pandas as pd
+
+    rows = []
+    for r in recommendations.itertuples():
+        if r.urgency not in urgencies:
+            continue
+        try:
+            res = run_notebook(r.notebook, incident_id, environment=environment, archive_dir=archive_dir)
+            rows.append({"notebook": r.notebook, "status": res.status, "record": str(res.record),
+                         "report": str(res.report), "reason": res.reason})
+        except RunbookError as e:
+            rows.append({"notebook": r.notebook, "status": "not run", "record": "", "report": "", "reason": str(e)})
+    return pd.DataFrame(rows, columns=["notebook", "status", "record", "report", "reason"])
 
 
 def _read_findings(path: Path) -> list[dict[str, Any]]:

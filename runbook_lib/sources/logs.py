@@ -695,3 +695,9 @@ def breakdown(df: pd.DataFrame, by: Iterable[str] = ("status", "error_code", "gr
     out = (bad.assign(reason=reason).set_index("time").groupby("reason").resample(freq).size()
            .rename("count").reset_index())
     return out[out["count"] > 0].reset_index(drop=True)
+
+
+def services_with_logs(env: Any) -> list[str]:
+    """Names of the services whose environment entry declares a log source."""
+    return [name for name, spec in ((env.services or {}) if env is not None else {}).items()
+            if isinstance(spec, dict) and spec.get("logs")]
