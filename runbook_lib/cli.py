@@ -292,8 +292,12 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         env["RUNBOOK_DEFAULT_ENVIRONMENT"] = args.env
     if args.archive:
         env["RUNBOOK_ARCHIVE"] = str(Path(args.archive).resolve())
-    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={project_dir('notebooks')}",
-           f"--MappingKernelManager.default_kernel_name=runbook", *args.lab_args]
+    extra = [a for a in args.lab_args if a != "--"]
+    root = [] if any(a.startswith(("--ServerApp.root_dir", "--notebook-dir")) for a in extra) else \
+        [f"--ServerApp.root_dir={project_dir('notebooks')}"]
+    as_root = ["--allow-root"] if os.geteuid() == 0 and "--allow-root" not in extra else []  # containers, CI
+    cmd = [sys.executable, "-m", "jupyterlab", *root, *as_root, "--MappingKernelManager.default_kernel_name=runbook",
+           *extra]
     os.execvpe(sys.executable, cmd, env)
     return EXIT_OK
 
