@@ -100,16 +100,22 @@ class Staging:
             "files": files,
         })
         run.pop("runner_pid", None)
+        run.pop("findings_source", None)
         _write_json_atomic(self.path / "run.json", run)
         incident_dir = self.root / self.incident_id
         base = f"{utc_stamp(self.started_at)}-{self.notebook}"
         final = incident_dir / base
         n = 2
-        while final.exists():
-            final = incident_dir / f"{base}-{n}"
-            n += 1
-        os.rename(self.path, final)
-        return final
+        while True:
+            while final.exists():
+                final = incident_dir / f"{base}-{n}"
+                n += 1
+            try:
+                os.rename(self.path, final)  # atomic; fails if another run took the name meanwhile
+                return final
+            except OSError:
+                if not final.exists():
+                    raise
 
 
 def plan_staging(root: Path, incident_id: str, notebook: str) -> Path:
@@ -187,6 +193,9 @@ def recover_interrupted(root: Path) -> list[Path]:
             datetime.fromtimestamp(staging_dir.stat().st_mtime, timezone.utc)
         nb = meta.get("notebook") or "unknown"
         meta.pop("status", None)
+        source = Path(meta.get("findings_source") or staging_dir / "findings.json")
+        if source != staging_dir / "findings.json" and source.is_file():
+            shutil.copyfile(source, staging_dir / "findings.json")
         st = Staging(root, staging_dir.parent.name, nb, started, staging_dir, meta)
         recovered.append(st.finalize(status="failed", reason=f"interrupted: runner process {pid} died mid-run"))
     return recovered

@@ -302,6 +302,64 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .archive import archive_root
+    from .server import serve
+
+    archive = args.archive if (args.archive or "").startswith("s3://") else str(archive_root(args.archive))
+    spool = Path(args.spool) if args.spool else (Path(archive) / ".spool" if not archive.startswith("s3://")
+                                                   else Path(".runbook-spool"))
+    serve(host=args.host, port=args.port, spool_dir=spool.resolve(), archive=archive, workers=args.workers,
+          dedupe_window_s=_duration(args.dedupe_window), routes_file=args.routes)
+    return EXIT_OK
+
+
+def _cmd_from_alert(args: argparse.Namespace) -> int:
+    from . import alerts
+    from .runner import run_notebook
+
+    try:
+        body = Path(args.payload).read_bytes() if args.payload != "-" else sys.stdin.buffer.read()
+    except OSError as e:
+        raise RunbookError(f"cannot read {args.payload}: {e.strerror}") from None
+    routes = alerts.load_routes(args.routes)
+    failed = 0
+    for alert in alerts.parse_payload(body):
+        job = alerts.route(alert, routes)
+        if job is None:
+            print(f"no route for alert {alert.fingerprint} ({alert.labels.get('alertname', '?')})")
+            continue
+        env = job.environment
+        is_path = "/" in env or env.endswith((".yaml", ".yml"))
+        result = run_notebook(job.notebook, job.incident_id, environment=None if is_path else env,
+                              env_file=env if is_path else None,
+                              parameters={k: v if isinstance(v, str) else str(v) for k, v in job.parameters.items()},
+                              archive_dir=args.archive, extra_run={"alert": {**_alert_dict(alert), "route": job.route}})
+        print(f"{alert.status} alert {alert.fingerprint} -> {job.notebook} for {job.incident_id}: {result.status}")
+        print(f"record: {result.record}")
+        failed += result.status != "ok"
+    return EXIT_RUN_FAILED if failed else EXIT_OK
+
+
+def _alert_dict(alert: object) -> dict:
+    from dataclasses import asdict
+
+    return asdict(alert)  # type: ignore[call-overload]
+
+
+def _cmd_check_alerts(args: argparse.Namespace) -> int:
+    from . import alerts
+
+    routes = alerts.load_routes(args.routes)
+    problems = alerts.check_routes(routes)
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    print(f"{len(routes)} alert routes are valid")
+    return EXIT_OK
+
+
 def _cmd_kernel(args: argparse.Namespace) -> int:
     from .kernel import ensure_kernelspec
 
@@ -380,6 +438,26 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--archive")
     lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab (after --)")
     lab.set_defaults(func=_cmd_lab)
+
+    srv = sub.add_parser("serve", help="receive alerts (Alertmanager, Grafana, PagerDuty) and run notebooks")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--workers", type=int, default=2, help="executors running notebooks at once (default 2)")
+    srv.add_argument("--spool", help="spool directory (default <archive>/.spool)")
+    srv.add_argument("--dedupe-window", default="10m", help="same alert and route within this coalesce (default 10m)")
+    srv.add_argument("--routes", help="alert routes file (default params/alerts.yaml)")
+    srv.add_argument("--archive", help="archive directory or s3://bucket/prefix")
+    srv.set_defaults(func=_cmd_serve)
+
+    fa = sub.add_parser("from-alert", help="run the notebooks an alert payload routes to, once")
+    fa.add_argument("payload", help="a JSON payload file, or - for standard input")
+    fa.add_argument("--routes", help="alert routes file (default params/alerts.yaml)")
+    fa.add_argument("--archive")
+    fa.set_defaults(func=_cmd_from_alert)
+
+    ca = sub.add_parser("check-alerts", help="validate the alert routes")
+    ca.add_argument("--routes", help="alert routes file (default params/alerts.yaml)")
+    ca.set_defaults(func=_cmd_check_alerts)
 
     check = sub.add_parser("check-env", help="validate an environment file (targets, log sources, changes)")
     check.add_argument("environment", help="a name under params/environments/ or a path")

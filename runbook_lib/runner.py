@@ -37,6 +37,7 @@ class RunResult:
     record: Path
     reason: str = ""
     findings: list[dict[str, Any]] = field(default_factory=list)
+    remote: str = ""
 
     @property
     def report(self) -> Path:
@@ -241,33 +242,93 @@ def prepare(notebook: str, incident_id: str, *, environment: str | None = None, 
     return path, params
 
 
-def run_notebook(notebook: str, incident_id: str, *, environment: str | None = None, env_file: str | None = None,
-                 parameters: dict[str, Any] | None = None, archive_dir: str | os.PathLike[str] | None = None,
-                 cell_timeout: int = 300) -> RunResult:
-    """Execute ``notebook`` for an incident and archive the record. Raises RunbookError only before it starts."""
-    archive.validate_incident_id(incident_id)
-    path = notebook_path(notebook)
-    root = archive.archive_root(archive_dir)
-    staging_path = archive.plan_staging(root, incident_id, path.stem)
-    findings_path = staging_path / "findings.json"
-    ensure_kernelspec()
-    km = start_kernel({
+@dataclass
+class WarmKernel:
+    """A kernel started before its run is known (never reused): its findings go to a private file that the
+    runner copies into the record."""
+
+    km: Any
+    findings_path: Path
+
+
+def kernel_env(findings_path: Path, root: Path) -> dict[str, str]:
+    """The run's private variables for its kernel."""
+    return {
         FINDINGS_PATH_ENV: str(findings_path),
         "RUNBOOK_PARAMS_DIR": str(project_dir("params")),
         "RUNBOOK_NOTEBOOKS_DIR": str(project_dir("notebooks")),
         "RUNBOOK_ARCHIVE": str(root),
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-    })
+    }
+
+
+def warm_kernel(archive_dir: str | os.PathLike[str] | None = None) -> WarmKernel:
+    """Start a kernel now for a run that comes later (see :mod:`runbook_lib.warm`)."""
+    import tempfile
+
+    ensure_kernelspec()
+    findings = Path(tempfile.mkdtemp(prefix="runbook-warm-")) / "findings.json"
+    root = _local_root(archive_dir)[0]
+    return WarmKernel(start_kernel(kernel_env(findings, root)), findings)
+
+
+def _local_root(archive_dir: str | os.PathLike[str] | None) -> tuple[Path, str]:
+    """(local archive root, remote URI or ''): an ``s3://`` archive is written locally first, then uploaded."""
+    text = str(archive_dir or os.environ.get(archive.ARCHIVE_ENV) or "")
+    if text.startswith("s3://"):
+        import hashlib
+        import tempfile
+
+        mirror = Path(tempfile.gettempdir()) / "runbook-s3-mirror" / hashlib.sha256(text.encode()).hexdigest()[:12]
+        return mirror, text.rstrip("/")
+    return archive.archive_root(archive_dir), ""
+
+
+def run_notebook(notebook: str, incident_id: str, *, environment: str | None = None, env_file: str | None = None,
+                 parameters: dict[str, Any] | None = None, archive_dir: str | os.PathLike[str] | None = None,
+                 cell_timeout: int = 300, kernel: WarmKernel | None = None,
+                 extra_run: dict[str, Any] | None = None) -> RunResult:
+    """Execute ``notebook`` for an incident and archive the record. Raises RunbookError only before it starts.
+
+    ``kernel``: a pre-started kernel to use (and stop) instead of starting one. ``extra_run``: more fields for
+    run.json (the alert that triggered the run). An ``s3://bucket/prefix`` archive is uploaded through
+    papermill's own I/O, run.json last.
+    """
+    archive.validate_incident_id(incident_id)
+    path = notebook_path(notebook)
+    root, remote = _local_root(archive_dir)
+    staging_path = archive.plan_staging(root, incident_id, path.stem)
+    if kernel is None:
+        ensure_kernelspec()
+        findings_path = staging_path / "findings.json"
+        km = start_kernel(kernel_env(findings_path, root))
+    else:
+        km, findings_path = kernel.km, kernel.findings_path
     try:
-        return _run_with_kernel(km, path, incident_id, root, staging_path, environment, env_file, parameters,
-                                cell_timeout)
+        result = _run_with_kernel(km, path, incident_id, root, staging_path, environment, env_file, parameters,
+                                  cell_timeout, findings_path, extra_run or {})
     finally:
         stop_kernel(km)
+    if remote:
+        result.remote = upload_record(result.record, remote)
+    return result
+
+
+def upload_record(record: Path, remote: str) -> str:
+    """Copy a finalised record to ``<remote>/<incident>/<record>/`` with papermill's I/O; run.json goes last,
+    so a reader that finds run.json finds the whole record."""
+    from papermill.iorw import papermill_io
+
+    target = f"{remote}/{record.parent.name}/{record.name}"
+    names = sorted(p.name for p in record.iterdir() if p.is_file())
+    for name in [n for n in names if n != "run.json"] + ["run.json"]:
+        papermill_io.write((record / name).read_text(), f"{target}/{name}")
+    return target
 
 
 def _run_with_kernel(km: Any, path: Path, incident_id: str, root: Path, staging_path: Path,
                      environment: str | None, env_file: str | None, parameters: dict[str, Any] | None,
-                     cell_timeout: int) -> RunResult:
+                     cell_timeout: int, findings_source: Path, extra_run: dict[str, Any]) -> RunResult:
     _, params = prepare(path.stem, incident_id, environment=environment, env_file=env_file, parameters=parameters)
     env = load_environment(params["environment"]) if params.get("environment") else None
     secret_values = env.secret_values() if env else []
@@ -279,11 +340,14 @@ def _run_with_kernel(km: Any, path: Path, incident_id: str, root: Path, staging_
         "versions": _versions(),
         "host": socket.gethostname(),
         "command": "runbook run",
+        "findings_source": str(findings_source),
+        **extra_run,
     }, path=staging_path)
     out_nb = stage.file("notebook.ipynb")
     findings_path = stage.file("findings.json")
-    if not findings_path.exists():
-        findings_path.write_text("[]")
+    if not findings_source.exists():
+        findings_source.parent.mkdir(parents=True, exist_ok=True)
+        findings_source.write_text("[]")
     status, reason = "ok", ""
     interrupted: BaseException | None = None
     warmup = _RendererWarmup()
@@ -307,7 +371,10 @@ def _run_with_kernel(km: Any, path: Path, incident_id: str, root: Path, staging_
         reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'}"
     stop_kernel(km)
     reason = redact(reason, secret_values)[:500]
-    findings = _read_findings(findings_path)
+    findings = _read_findings(findings_source)
+    if findings_source != findings_path:
+        findings_path.write_text(json.dumps(findings, indent=2))
+        shutil.rmtree(findings_source.parent, ignore_errors=True)
     if status == "failed":
         findings.append(Finding("runner", "execution", Severity.ERROR, f"The {path.stem} notebook did not finish",
                                 detail=reason, action="Open notebook.ipynb in this record to see the failing cell; "

@@ -213,3 +213,14 @@ def failures(failed: pd.DataFrame | SourceError, th: Thresholds) -> list[Finding
                            action="Fix the cause before retrying them; a retry storm re-grows the backlog",
                            playbook=PLAYBOOK, evidence={"count": int(r.count), "example_job": r.example_job}))
     return out[:20]
+
+
+def selection(selected: pd.DataFrame | SourceError, name: str) -> list[Finding]:
+    """A queue named by the alert or the responder that does not exist in this Redis."""
+    if isinstance(selected, SourceError) or not name or len(selected):
+        return []
+    avail = selected.attrs.get("available", [])
+    return [Finding("queue.selection", name, Severity.WARN, f"No queue called {name!r} in this Redis",
+                    detail=f"queues found: {', '.join(avail[:10]) or 'none'}",
+                    action="Check the queue name in the alert or the parameter; the checks below cover no queue",
+                    playbook=PLAYBOOK, evidence={"available": avail[:20]})]

@@ -625,3 +625,14 @@ def drain_rates(samples: pd.DataFrame | SourceError) -> pd.DataFrame | SourceErr
     return pd.DataFrame(rows, columns=["system", "queue", "backlog", "interval_s", "net_per_s", "arrivals_per_s",
                                        "completions_per_s", "time_to_drain_s", "growing"])
 
+
+
+def select(queues: pd.DataFrame | SourceError, name: str) -> pd.DataFrame | SourceError:
+    """The queues called ``name`` (exact, or the part after the prefix: ``emails`` selects ``bull:emails``);
+    every queue when ``name`` is empty."""
+    if isinstance(queues, SourceError) or not name:
+        return queues
+    short = queues["queue"].astype(str).str.rsplit(":", n=1).str[-1]
+    out = queues[(queues["queue"] == name) | (short == name)].reset_index(drop=True)
+    out.attrs.update(queues.attrs, selected=name, available=list(queues["queue"]))
+    return out

@@ -1,0 +1,243 @@
+"""Alert payloads -> (notebook, incident, parameters): Prometheus Alertmanager (webhook version 4), Grafana
+alerting, PagerDuty v3 webhooks. Routing rules live in ``params/alerts.yaml``."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .archive import validate_incident_id
+from .config import project_dir
+from .errors import ConfigError, RunbookError
+
+_TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z_]+)(?:\.([A-Za-z0-9_.-]+))?\s*\}\}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class PayloadError(RunbookError):
+    """A payload that is not a webhook we understand."""
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert, whatever sent it."""
+
+    source: str                      # alertmanager | grafana | pagerduty
+    status: str                      # firing | resolved
+    labels: dict[str, str]
+    annotations: dict[str, str] = field(default_factory=dict)
+    fingerprint: str = ""
+    starts_at: str = ""
+    incident_hint: str = ""          # PagerDuty's incident id
+
+    def context(self) -> dict[str, Any]:
+        return {"labels": self.labels, "annotations": self.annotations, "fingerprint": self.fingerprint,
+                "source": self.source, "status": self.status}
+
+    def field(self, name: str) -> str | None:
+        if name in ("source", "status", "fingerprint"):
+            return getattr(self, name)
+        return self.labels.get(name)
+
+
+def _fingerprint(labels: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_payload(body: bytes | str | dict[str, Any]) -> list[Alert]:
+    """Alertmanager, Grafana or PagerDuty v3 JSON -> alerts. A :class:`PayloadError` says what is wrong."""
+    if isinstance(body, (bytes, str)):
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise PayloadError(f"payload is not JSON ({e})") from None
+    else:
+        data = body
+    if not isinstance(data, dict):
+        raise PayloadError("payload is not a JSON object")
+    if "event" in data and isinstance(data["event"], dict):
+        return [_pagerduty(data["event"])]
+    if isinstance(data.get("alerts"), list):
+        source = "grafana" if ("orgId" in data or "title" in data and "version" in data and data.get("version") != "4") \
+            else "alertmanager"
+        if source == "alertmanager" and str(data.get("version", "4")) != "4":
+            raise PayloadError(f"Alertmanager webhook version {data.get('version')} is not supported (expected 4)")
+        common = {str(k): str(v) for k, v in (data.get("commonLabels") or {}).items()}
+        out = []
+        for a in data["alerts"]:
+            if not isinstance(a, dict) or not isinstance(a.get("labels", {}), dict):
+                raise PayloadError("an alert in 'alerts' is not an object with labels")
+            labels = {**common, **{str(k): str(v) for k, v in (a.get("labels") or {}).items()}}
+            status = str(a.get("status") or data.get("status") or "firing").lower()
+            if status not in ("firing", "resolved"):
+                raise PayloadError(f"alert status {status!r} is neither firing nor resolved")
+            out.append(Alert(source, status, labels,
+                             {str(k): str(v) for k, v in (a.get("annotations") or {}).items()},
+                             str(a.get("fingerprint") or _fingerprint(labels)), str(a.get("startsAt", ""))))
+        if not out:
+            raise PayloadError("payload has no alerts")
+        return out
+    raise PayloadError("not an Alertmanager, Grafana or PagerDuty v3 webhook payload")
+
+
+def _pagerduty(event: dict[str, Any]) -> Alert:
+    kind = str(event.get("event_type", ""))
+    d = event.get("data") or {}
+    if not kind.startswith("incident.") or not isinstance(d, dict) or not d.get("id"):
+        raise PayloadError(f"PagerDuty event {kind or '?'} is not an incident event with data.id")
+    status = "resolved" if kind == "incident.resolved" else "firing"
+    service = (d.get("service") or {}).get("summary", "") if isinstance(d.get("service"), dict) else ""
+    labels = {"alertname": str(d.get("title", "")), "service": str(service), "event_type": kind,
+              "urgency": str(d.get("urgency", "")), "source": "pagerduty"}
+    return Alert("pagerduty", status, labels, {"title": str(d.get("title", ""))}, str(d["id"]),
+                 str(event.get("occurred_at", "")), incident_hint=str(d["id"]))
+
+
+# --------------------------------------------------------------------------- routing
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    match: dict[str, str]
+    notebook: str
+    environment: str
+    parameters: dict[str, Any]
+    incident: str = ""
+
+    def matches(self, alert: Alert) -> bool:
+        for key, want in self.match.items():
+            have = alert.field(key)
+            if have is None:
+                return False
+            if want.startswith("~"):
+                if not re.search(want[1:], have):
+                    return False
+            elif have != want:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to run for one alert."""
+
+    route: str
+    notebook: str
+    incident_id: str
+    environment: str
+    parameters: dict[str, Any]
+    alert: Alert
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"{self.route}:{self.alert.fingerprint}"
+
+
+def render(template: str, alert: Alert) -> str:
+    """Fill ``{{ labels.x }}``-style placeholders; a missing value is a :class:`PayloadError`."""
+    ctx = alert.context()
+
+    def sub(m: re.Match[str]) -> str:
+        root, key = m.group(1), m.group(2)
+        value = ctx.get(root)
+        if key is not None:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value in (None, ""):
+            raise PayloadError(f"template {m.group(0)} has no value in this alert")
+        return str(value)
+    return _TEMPLATE.sub(sub, template)
+
+
+def load_routes(path: str | Path | None = None) -> list[Route]:
+    """Read and validate ``params/alerts.yaml`` (or ``path``)."""
+    p = Path(path) if path else project_dir("params") / "alerts.yaml"
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read alert routes {p}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    routes = []
+    for i, r in enumerate(data.get("routes") or []):
+        where = f"{p.name}: routes[{i}]"
+        if not isinstance(r, dict):
+            raise ConfigError(f"{where}: must be a mapping")
+        for key in ("notebook", "match"):
+            if key not in r:
+                raise ConfigError(f"{where} ({r.get('name', '?')}): missing '{key}'")
+        if not isinstance(r["match"], dict) or not r["match"]:
+            raise ConfigError(f"{where}: match must be a non-empty mapping of label to value")
+        for v in r["match"].values():
+            if str(v).startswith("~"):
+                try:
+                    re.compile(str(v)[1:])
+                except re.error as e:
+                    raise ConfigError(f"{where}: bad regular expression {v!r}: {e}") from None
+        params = r.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: parameters must be a mapping")
+        routes.append(Route(str(r.get("name") or f"route-{i}"), {str(k): str(v) for k, v in r["match"].items()},
+                            str(r["notebook"]), str(r.get("environment", "local")), params, str(r.get("incident", ""))))
+    if not routes:
+        raise ConfigError(f"{p}: no routes")
+    return routes
+
+
+def check_routes(routes: list[Route]) -> list[str]:
+    """Problems a route would hit at run time: unknown notebook, parameter or environment, bad template."""
+    from .config import resolve_environment_path
+    from .runner import notebook_parameters, notebook_path
+
+    problems = []
+    for r in routes:
+        try:
+            declared = notebook_parameters(notebook_path(r.notebook))
+        except RunbookError as e:
+            problems.append(f"route {r.name}: {e}")
+            continue
+        for k in r.parameters:
+            if k not in declared or k == "incident_id":
+                problems.append(f"route {r.name}: notebook {r.notebook} has no parameter {k!r}")
+        try:
+            resolve_environment_path(r.environment)
+        except RunbookError as e:
+            problems.append(f"route {r.name}: {e}")
+        for text in [r.incident, *[str(v) for v in r.parameters.values()]]:
+            for m in _TEMPLATE.finditer(text):
+                if m.group(1) not in ("labels", "annotations", "fingerprint", "source", "status"):
+                    problems.append(f"route {r.name}: unknown template {m.group(0)}")
+    return problems
+
+
+def route(alert: Alert, routes: list[Route]) -> Job | None:
+    """The job for an alert (first matching route), or None when no route matches."""
+    for r in routes:
+        if r.matches(alert):
+            incident = render(r.incident, alert) if r.incident else (alert.incident_hint or
+                                                                     f"alert-{alert.fingerprint}")
+            incident = _UNSAFE.sub("-", incident).strip("-.")[:120] or f"alert-{alert.fingerprint}"
+            validate_incident_id(incident)
+            params = {k: render(v, alert) if isinstance(v, str) else v for k, v in r.parameters.items()}
+            return Job(r.name, r.notebook, incident, r.environment, params, alert)
+    return None
+
+
+# --------------------------------------------------------------------------- authentication
+
+def verify_hmac(body: bytes, header: str, secret: str) -> bool:
+    """``sha256=<hex>`` HMAC-SHA256 of the raw body (GitHub/Grafana style)."""
+    want = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return bool(header) and hmac.compare_digest(header.strip(), want)
+
+
+def verify_pagerduty(body: bytes, header: str, secret: str) -> bool:
+    """PagerDuty v3: ``X-PagerDuty-Signature: v1=<hex>[,v1=<hex>]`` (one per active signing secret)."""
+    want = "v1=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return any(hmac.compare_digest(sig.strip(), want) for sig in (header or "").split(",") if sig.strip())

@@ -1,0 +1,332 @@
+"""``runbook serve``: the alert webhook receiver.
+
+Accepted alerts are written to a durable on-disk spool (fsynced) before the 202 reply, so nothing accepted is
+lost if the process dies; on restart, runs that were in flight go back to the queue. A bounded pool of
+executor slots runs them, each in a warm, single-use process (papermill imported and a kernel started before
+the job arrives), so one failing or crashing notebook cannot stop the others. Duplicate alerts (same route and
+fingerprint within the window) are recorded against the first run instead of running again; a resolved alert
+runs once more as a confirmation linked to the first run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from . import alerts
+from .errors import RunbookError
+
+MAX_BODY = 1 << 20
+TOKEN_ENV, SECRET_ENV = "RUNBOOK_WEBHOOK_TOKEN", "RUNBOOK_WEBHOOK_SECRET"
+
+
+def _fsync_write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Jobs on disk: ``queued/`` -> ``running/`` -> ``done/`` or ``failed/``, plus ``duplicates/``."""
+
+    def __init__(self, root: Path, dedupe_window_s: float) -> None:
+        self.root = root
+        self.window = dedupe_window_s
+        for d in ("queued", "running", "done", "failed", "duplicates"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        self.cond = threading.Condition()
+        self._first: dict[str, tuple[str, float]] = {}
+        for d in ("queued", "running", "done", "failed"):
+            for p in (root / d).glob("*.json"):
+                try:
+                    job = json.loads(p.read_text())
+                except ValueError:
+                    continue
+                if job.get("kind") == "run":
+                    self._first.setdefault(job["dedupe_key"], (job["id"], job["received_at"]))
+
+    def recover(self) -> int:
+        """Runs that were in flight when the process died go back to the queue."""
+        moved = 0
+        for p in sorted((self.root / "running").glob("*.json")):
+            os.replace(p, self.root / "queued" / p.name)
+            moved += 1
+        return moved
+
+    def accept(self, job: alerts.Job, received_at: float) -> dict[str, Any]:
+        """Spool the job (or record it as a duplicate); returns what the reply says about it."""
+        with self.cond:
+            key = job.dedupe_key
+            first = self._first.get(key)
+            now = time.time()
+            alert = asdict(job.alert)
+            if job.alert.status == "resolved":
+                jid = f"{int(now * 1000):013d}-{secrets.token_hex(4)}"
+                record = {"id": jid, "kind": "confirm", "confirms": first[0] if first else None,
+                          "notebook": job.notebook, "incident_id": job.incident_id, "environment": job.environment,
+                          "parameters": job.parameters, "route": job.route, "dedupe_key": key, "alert": alert,
+                          "received_at": received_at}
+                _fsync_write(self.root / "queued" / f"{jid}.json", record)
+                self.cond.notify()
+                return {"id": jid, "notebook": job.notebook, "incident": job.incident_id, "confirms": record["confirms"]}
+            if first is not None and now - first[1] <= self.window:
+                dup = {"duplicate_of": first[0], "dedupe_key": key, "alert": alert, "received_at": received_at}
+                _fsync_write(self.root / "duplicates" / f"{int(now * 1000):013d}-{secrets.token_hex(4)}.json", dup)
+                return {"duplicate_of": first[0], "incident": job.incident_id}
+            jid = f"{int(now * 1000):013d}-{secrets.token_hex(4)}"
+            record = {"id": jid, "kind": "run", "notebook": job.notebook, "incident_id": job.incident_id,
+                      "environment": job.environment, "parameters": job.parameters, "route": job.route,
+                      "dedupe_key": key, "alert": alert, "received_at": received_at}
+            _fsync_write(self.root / "queued" / f"{jid}.json", record)
+            self._first[key] = (jid, now)
+            self.cond.notify()
+            return {"id": jid, "notebook": job.notebook, "incident": job.incident_id}
+
+    def claim(self, stop: threading.Event) -> tuple[Path, dict[str, Any]] | None:
+        """The oldest queued job, moved to ``running/`` (blocks until one is there or ``stop`` is set)."""
+        with self.cond:
+            while not stop.is_set():
+                queued = sorted((self.root / "queued").glob("*.json"))
+                for p in queued:
+                    target = self.root / "running" / p.name
+                    try:
+                        os.replace(p, target)
+                    except FileNotFoundError:
+                        continue
+                    return target, json.loads(target.read_text())
+                self.cond.wait(timeout=1.0)
+        return None
+
+    def finish(self, running: Path, job: dict[str, Any], result: dict[str, Any]) -> None:
+        ok = result.get("status") == "ok"
+        job.update(result=result, finished_at=time.time())
+        _fsync_write(self.root / ("done" if ok else "failed") / running.name, job)
+        running.unlink(missing_ok=True)
+
+    def counts(self) -> dict[str, int]:
+        return {d: sum(1 for _ in (self.root / d).glob("*.json")) for d in
+                ("queued", "running", "done", "failed", "duplicates")}
+
+
+class Metrics:
+    """Counters and run latencies for /metrics (Prometheus text format)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received = self.accepted = self.deduplicated = self.unrouted = self.rejected = 0
+        self.succeeded = self.failed = 0
+        self.latencies: list[float] = []
+
+    def render(self, spool: Spool) -> str:
+        c = spool.counts()
+        with self.lock:
+            lat = sorted(self.latencies)
+            def q(p: float) -> float:
+                return lat[min(int(p * len(lat)), len(lat) - 1)] if lat else 0.0
+            lines = [
+                "# TYPE runbook_alerts_received_total counter", f"runbook_alerts_received_total {self.received}",
+                "# TYPE runbook_alerts_deduplicated_total counter",
+                f"runbook_alerts_deduplicated_total {self.deduplicated}",
+                "# TYPE runbook_alerts_unrouted_total counter", f"runbook_alerts_unrouted_total {self.unrouted}",
+                "# TYPE runbook_requests_rejected_total counter", f"runbook_requests_rejected_total {self.rejected}",
+                "# TYPE runbook_runs_queued gauge", f"runbook_runs_queued {c['queued']}",
+                "# TYPE runbook_runs_running gauge", f"runbook_runs_running {c['running']}",
+                "# TYPE runbook_runs_succeeded_total counter", f"runbook_runs_succeeded_total {self.succeeded}",
+                "# TYPE runbook_runs_failed_total counter", f"runbook_runs_failed_total {self.failed}",
+                "# TYPE runbook_run_latency_seconds summary",
+                f'runbook_run_latency_seconds{{quantile="0.5"}} {q(0.5):.3f}',
+                f'runbook_run_latency_seconds{{quantile="0.95"}} {q(0.95):.3f}',
+                f"runbook_run_latency_seconds_sum {sum(lat):.3f}", f"runbook_run_latency_seconds_count {len(lat)}",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+class Executors:
+    """``size`` slots; each keeps one warm single-use process ready and hands it the next job."""
+
+    def __init__(self, spool: Spool, metrics: Metrics, size: int, archive: str | None) -> None:
+        self.spool, self.metrics, self.size, self.archive = spool, metrics, size, archive
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.procs: set[subprocess.Popen[str]] = set()
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        for i in range(self.size):
+            t = threading.Thread(target=self._slot, name=f"executor-{i}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _spawn(self) -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-m", "runbook_lib.warm"] + ([self.archive] if self.archive else [])
+        with open(self.spool.root / "executors.log", "a") as log:  # warm.py writes only redacted lines here
+            p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
+        with self.lock:
+            self.procs.add(p)
+        return p
+
+    def _slot(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            proc = self._spawn()
+            ready = proc.stdout.readline() if proc.stdout else ""
+            if not ready:  # died while warming up: try again (with a pause) before taking a job
+                self._retire(proc)
+                failures += 1
+                time.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                continue
+            failures = 0
+            claimed = self.spool.claim(self.stop)
+            if claimed is None:
+                self._retire(proc)
+                return
+            path, job = claimed
+            payload = {"notebook": job["notebook"], "incident_id": job["incident_id"],
+                       "environment": job["environment"], "parameters": job["parameters"], "archive": self.archive,
+                       "extra_run": {"alert": {**job["alert"], "route": job["route"], "job_id": job["id"]},
+                                     **({"confirms": job.get("confirms")} if job.get("kind") == "confirm" else {})}}
+            result: dict[str, Any]
+            try:
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write(json.dumps(payload) + "\n")
+                proc.stdin.flush()
+                line = proc.stdout.readline()
+                result = json.loads(line) if line.strip() else \
+                    {"status": "failed", "reason": f"executor crashed (exit code {proc.wait(timeout=30)})"}
+            except (BrokenPipeError, OSError, ValueError, subprocess.TimeoutExpired) as e:
+                result = {"status": "failed", "reason": f"executor crashed: {type(e).__name__}: {e}"}
+            self._retire(proc)
+            self.spool.finish(path, job, result)
+            with self.metrics.lock:
+                if result.get("status") == "ok":
+                    self.metrics.succeeded += 1
+                else:
+                    self.metrics.failed += 1
+                self.metrics.latencies.append(time.time() - float(job.get("received_at", time.time())))
+
+    def _retire(self, proc: subprocess.Popen[str]) -> None:
+        try:
+            if proc.stdin:
+                proc.stdin.close()
+            proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+        with self.lock:
+            self.procs.discard(proc)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        with self.spool.cond:
+            self.spool.cond.notify_all()
+        with self.lock:
+            procs = list(self.procs)
+        for p in procs:
+            p.kill()
+
+
+def build_app(*, spool: Spool, metrics: Metrics, routes: list[alerts.Route], token: str | None,
+              secret: str | None) -> Any:
+    """The Starlette application: POST /alerts, GET /healthz, GET /metrics."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    def reject(status: int, message: str) -> JSONResponse:
+        with metrics.lock:
+            metrics.rejected += 1
+        return JSONResponse({"error": message}, status_code=status)
+
+    async def receive(request: Request) -> JSONResponse:
+        received_at = time.time()
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY:
+            return reject(413, f"body over {MAX_BODY} bytes")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return reject(413, f"body over {MAX_BODY} bytes")
+        auth = request.headers.get("authorization", "")
+        sig = request.headers.get("x-runbook-signature", "")
+        pd_sig = request.headers.get("x-pagerduty-signature", "")
+        authed = bool(token) and auth.startswith("Bearer ") and secrets.compare_digest(auth[7:].strip(), token or "")
+        if not authed and secret:
+            authed = (bool(sig) and alerts.verify_hmac(body, sig, secret)) or \
+                (bool(pd_sig) and alerts.verify_pagerduty(body, pd_sig, secret))
+        if not authed:
+            return reject(401, "missing or invalid bearer token or signature")
+        try:
+            parsed = alerts.parse_payload(body)
+        except alerts.PayloadError as e:
+            return reject(400 if "not JSON" in str(e) else 422, str(e))
+        accepted, duplicates, unrouted = [], [], []
+        for alert in parsed:
+            with metrics.lock:
+                metrics.received += 1
+            try:
+                job = alerts.route(alert, routes)
+            except RunbookError as e:
+                unrouted.append({"fingerprint": alert.fingerprint, "reason": str(e)})
+                continue
+            if job is None:
+                unrouted.append({"fingerprint": alert.fingerprint, "reason": "no route matches"})
+                continue
+            outcome = spool.accept(job, received_at)
+            (duplicates if "duplicate_of" in outcome else accepted).append(outcome)
+        with metrics.lock:
+            metrics.accepted += len(accepted)
+            metrics.deduplicated += len(duplicates)
+            metrics.unrouted += len(unrouted)
+        return JSONResponse({"accepted": accepted, "duplicates": duplicates, "unrouted": unrouted}, status_code=202)
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", **spool.counts()})
+
+    async def metrics_view(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(spool), media_type="text/plain; version=0.0.4")
+
+    return Starlette(routes=[Route("/alerts", receive, methods=["POST"]), Route("/healthz", healthz),
+                             Route("/metrics", metrics_view)])
+
+
+def serve(*, host: str, port: int, spool_dir: Path, archive: str | None, workers: int, dedupe_window_s: float,
+          routes_file: str | None) -> None:
+    """Run the receiver until interrupted."""
+    import uvicorn
+
+    token, secret = os.environ.get(TOKEN_ENV), os.environ.get(SECRET_ENV)
+    if not token and not secret:
+        raise RunbookError(f"set {TOKEN_ENV} (bearer token) or {SECRET_ENV} (HMAC secret) before serving")
+    routes = alerts.load_routes(routes_file)
+    problems = alerts.check_routes(routes)
+    if problems:
+        raise RunbookError(f"alert routes are not usable: {problems[0]}")
+    spool = Spool(spool_dir, dedupe_window_s)
+    back = spool.recover()
+    metrics = Metrics()
+    executors = Executors(spool, metrics, workers, archive)
+    executors.start()
+    print(f"runbook serve: listening on http://{host}:{port} ({workers} executors, spool {spool_dir}"
+          f"{f', {back} interrupted runs re-queued' if back else ''})", flush=True)
+    try:
+        uvicorn.run(build_app(spool=spool, metrics=metrics, routes=routes, token=token, secret=secret),
+                    host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        executors.shutdown()

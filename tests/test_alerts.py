@@ -1,0 +1,270 @@
+"""Runs from alerts: payload parsing, routing, ``runbook from-alert`` and a real ``runbook serve`` on loopback
+(authentication, limits, the spool, duplicates, SIGKILL and restart, executor crash isolation)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from runbook_lib import alerts, archive
+from runbook_lib.sandbox import free_port, start_redis
+from runbook_lib.sandbox_queues import stage_queue_backlog
+from tests.helpers import wait_for
+from tests.test_runner import RUNBOOK, run_cli
+
+PAYLOADS = Path(__file__).parent / "payloads"
+TOKEN, SECRET = "tok-7c1d9e0a55b2", "whsec-2f6d1c8b9a"
+pytestmark = pytest.mark.slow
+
+
+def payload(name: str) -> bytes:
+    return (PAYLOADS / name).read_bytes()
+
+
+def am(fingerprint: str, status: str = "firing", alertname: str = "Probe", **labels: str) -> bytes:
+    return json.dumps({"version": "4", "status": status, "receiver": "runbook", "groupKey": "g",
+                       "alerts": [{"status": status, "labels": {"alertname": alertname, **labels},
+                                   "annotations": {}, "fingerprint": fingerprint, "startsAt": "2026-11-27T17:00:00Z"}],
+                       "commonLabels": {}, "groupLabels": {}}).encode()
+
+
+def test_payloads_from_alertmanager_grafana_and_pagerduty():
+    [q] = alerts.parse_payload(payload("alertmanager_queue_firing.json"))
+    assert (q.source, q.status, q.labels["queue"], q.fingerprint) == ("alertmanager", "firing", "emails",
+                                                                      "6d2c4f0e1b5e7a3c")
+    grouped = alerts.parse_payload(payload("alertmanager_grouped_resolved.json"))
+    assert [(a.status, a.labels["instance"]) for a in grouped] == [("resolved", "db-1"), ("firing", "db-2")]
+    [g] = alerts.parse_payload(payload("grafana_firing.json"))
+    assert g.source == "grafana" and g.labels["service"] == "portal"
+    [p] = alerts.parse_payload(payload("pagerduty_triggered.json"))
+    assert (p.source, p.incident_hint, p.labels["service"]) == ("pagerduty", "Q3M3JZ4J4V1K9A", "identity")
+    for bad, why in ((b"{nope", "not JSON"), (b"[]", "not a JSON object"), (b'{"foo": 1}', "not an Alertmanager"),
+                     (b'{"version": "3", "alerts": [{"labels": {}}]}', "version 3"),
+                     (b'{"event": {"event_type": "service.updated", "data": {}}}', "not an incident event")):
+        with pytest.raises(alerts.PayloadError, match=why):
+            alerts.parse_payload(bad)
+
+
+def test_routing_templates_and_check_alerts(tmp_path):
+    routes = alerts.load_routes()
+    job = alerts.route(alerts.parse_payload(payload("alertmanager_queue_firing.json"))[0], routes)
+    assert (job.notebook, job.parameters["queue"], job.incident_id) == ("queue_backlog", "emails",
+                                                                         "queue-emails-6d2c4f0e1b5e7a3c")
+    pd_job = alerts.route(alerts.parse_payload(payload("pagerduty_triggered.json"))[0], routes)
+    assert (pd_job.notebook, pd_job.incident_id) == ("auth_failures", "Q3M3JZ4J4V1K9A")
+    assert alerts.route(alerts.parse_payload(am("x", alertname="Unrelated"))[0], routes) is None
+    with pytest.raises(alerts.PayloadError, match="labels.queue"):
+        alerts.route(alerts.parse_payload(am("y", alertname="QueueBacklog"))[0], routes)  # no queue label
+    bad = tmp_path / "routes.yaml"
+    bad.write_text("routes:\n  - {name: a, match: {x: y}, notebook: nope}\n"
+                   "  - {name: b, match: {x: y}, notebook: queue_backlog, parameters: {colour: red}}\n")
+    proc = run_cli("check-alerts", "--routes", str(bad))
+    assert proc.returncode == 2 and "unknown notebook 'nope'" in proc.stderr and "'colour'" in proc.stderr
+    assert run_cli("check-alerts").returncode == 0
+
+
+def test_from_alert_runs_queue_backlog_for_the_queue_in_the_labels(tmp_path):
+    rd = start_redis()
+    staged = stage_queue_backlog(rd.url, backlog=40, stalled=2)
+    try:
+        (tmp_path / "alert.json").write_bytes(payload("alertmanager_queue_firing.json"))
+        proc = run_cli("from-alert", str(tmp_path / "alert.json"), "--archive", str(tmp_path / "arch"),
+                       env={"RUNBOOK_REDIS_URL": rd.url})
+    finally:
+        staged.stop()
+        rd.stop()
+    assert proc.returncode == 0, proc.stderr
+    [rec] = archive.records(tmp_path / "arch", "queue-emails-6d2c4f0e1b5e7a3c")
+    assert rec.notebook == "queue_backlog" and rec.run["parameters"]["queue"] == "emails"
+    assert rec.run["alert"]["fingerprint"] == "6d2c4f0e1b5e7a3c" and rec.run["alert"]["route"] == "queue-backlog"
+    keys = {f["key"] for f in rec.findings()}
+    assert "queue.stuck_jobs:bullmq:bull:emails:stalled" in keys
+    assert not any(":bull:webhooks" in k for k in keys)  # only the queue the alert named
+
+
+# --------------------------------------------------------------------------- a real server
+
+def _probe_notebooks(tmp_path: Path) -> Path:
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    for name, body in (("probe", "import time\ntime.sleep(float(pause))\n"
+                                 "from runbook_lib.findings import Finding, Report, Severity\n"
+                                 "Report(incident_id).add(Finding('probe', 'x', Severity.WARN, 'probe ran'))"),
+                       ("crasher", "import os\nos._exit(3)")):
+        nb = new_notebook()
+        nb.metadata["kernelspec"] = {"name": "runbook", "display_name": "Python (runbook)", "language": "python"}
+        params = new_code_cell('incident_id = "x"\nenvironment = "local"\nwindow_start = "-60m"\nwindow_end = "now"\n'
+                               'pause = "0"')
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [params, new_code_cell(body)]
+        nbformat.write(nb, d / f"{name}.ipynb")
+    shutil.copyfile(Path(__file__).parent.parent / "notebooks" / "queue_backlog.ipynb", d / "queue_backlog.ipynb")
+    (tmp_path / "routes.yaml").write_text(
+        "routes:\n"
+        "  - {name: crash, match: {alertname: Crash}, notebook: crasher}\n"
+        "  - {name: slow, match: {alertname: Slow}, notebook: probe, parameters: {pause: '1.5'}}\n"
+        "  - {name: probe, match: {alertname: Probe}, notebook: probe}\n"
+        "  - {name: queue-backlog, match: {alertname: QueueBacklog}, notebook: queue_backlog,\n"
+        "     parameters: {queue: '{{ labels.queue }}', sample_seconds: 1, samples: 2}, incident: 'q-{{ labels.queue }}'}\n")
+    return d
+
+
+class Server:
+    def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None, notebooks: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.archive = tmp_path / "arch"
+        self.spool = tmp_path / "spool"
+        self.env = {**os.environ, "RUNBOOK_WEBHOOK_TOKEN": TOKEN, "RUNBOOK_WEBHOOK_SECRET": SECRET,
+                    **({"RUNBOOK_NOTEBOOKS_DIR": str(notebooks)} if notebooks else {}), **(extra_env or {})}
+        self.routes = str(tmp_path / "routes.yaml")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Server":
+        self.proc = subprocess.Popen([*RUNBOOK, "serve", "--port", str(self.port), "--archive", str(self.archive),
+                                      "--spool", str(self.spool), "--routes", self.routes],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        wait_for(lambda: self._up(), timeout=60, interval=0.2)
+        return self
+
+    def _up(self) -> bool:
+        try:
+            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def post(self, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+        h = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", **(headers or {})}
+        return httpx.post(self.url + "/alerts", content=body, headers=h, timeout=30)
+
+    def done(self) -> dict[str, dict]:
+        out = {}
+        for d in ("done", "failed"):
+            for p in (self.spool / d).glob("*.json"):
+                out[p.stem] = {**json.loads(p.read_text()), "_where": d}
+        return out
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    made: list[Server] = []
+
+    def make(**kw) -> Server:
+        s = Server(tmp_path, notebooks=kw.pop("notebooks", None), extra_env=kw.pop("extra_env", None))
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.stop(signal.SIGKILL)
+
+
+def test_serve_runs_a_real_alertmanager_queue_alert_and_refuses_bad_requests(tmp_path, server_factory):
+    rd = start_redis()
+    nbs = _probe_notebooks(tmp_path)
+    staged = stage_queue_backlog(rd.url, backlog=30, stalled=2)
+    s = server_factory(notebooks=nbs, extra_env={"RUNBOOK_REDIS_URL": rd.url}).start()
+    try:
+        r = s.post(payload("alertmanager_queue_firing.json"))
+        assert r.status_code == 202, r.text
+        [accepted] = r.json()["accepted"]
+        done = wait_for(lambda: s.done().get(accepted["id"]), timeout=120, interval=0.5)
+        assert done["_where"] == "done", done
+        [rec] = archive.records(s.archive, "q-emails")
+        assert rec.notebook == "queue_backlog" and rec.run["parameters"]["queue"] == "emails"
+        assert "queue.stuck_jobs:bullmq:bull:emails:stalled" in {f["key"] for f in rec.findings()}
+
+        body = am("sig-1")
+        good = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert httpx.post(s.url + "/alerts", content=body).status_code == 401
+        assert s.post(body, {"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.post(s.url + "/alerts", content=body, headers={"X-Runbook-Signature": "sha256=00"}).status_code == 401
+        assert httpx.post(s.url + "/alerts", content=body, headers={"X-Runbook-Signature": good}).status_code == 202
+        pd_body = payload("pagerduty_triggered.json")
+        pd_sig = "v1=" + hmac.new(SECRET.encode(), pd_body, hashlib.sha256).hexdigest()
+        r = httpx.post(s.url + "/alerts", content=pd_body, headers={"X-PagerDuty-Signature": f"v1=dead, {pd_sig}"})
+        assert r.status_code == 202 and r.json()["unrouted"][0]["reason"] == "no route matches"
+        assert httpx.post(s.url + "/alerts", content=pd_body, headers={"X-PagerDuty-Signature": "v1=dead"}).status_code == 401
+        assert s.post(b"{not json").status_code == 400
+        assert s.post(b'{"hello": "world"}').status_code == 422
+        assert s.post(b"x" * (2 << 20)).status_code == 413
+        metrics = httpx.get(s.url + "/metrics").text
+        assert "runbook_runs_succeeded_total" in metrics and "runbook_requests_rejected_total 7" in metrics
+        assert httpx.get(s.url + "/healthz").json()["status"] == "ok"
+    finally:
+        staged.stop()
+        rd.stop()
+
+
+def test_burst_of_200_alerts_with_duplicates_ends_in_exactly_one_run_each(tmp_path, server_factory):
+    s = server_factory(notebooks=_probe_notebooks(tmp_path)).start()
+    bodies = [am(f"fp-{i % 40:02d}") for i in range(200)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        replies = list(pool.map(lambda b: s.post(b), bodies))
+    assert all(r.status_code == 202 for r in replies)
+    accepted = [a["id"] for r in replies for a in r.json()["accepted"]]
+    dups = [d for r in replies for d in r.json()["duplicates"]]
+    assert len(accepted) == 40 and len(dups) == 160 and set(d["duplicate_of"] for d in dups) <= set(accepted)
+    done = wait_for(lambda: (lambda d: d if len(d) == 40 else None)(s.done()), timeout=240, interval=1)
+    assert set(done) == set(accepted) and {v["_where"] for v in done.values()} == {"done"}
+    assert len(list((s.spool / "duplicates").glob("*.json"))) == 160
+    assert len(archive.list_records(s.archive)) == 40
+    m = httpx.get(s.url + "/metrics").text
+    assert "runbook_runs_succeeded_total 40" in m and "runbook_alerts_deduplicated_total 160" in m
+    # the alert resolves: one confirmation run, linked to the first
+    r = s.post(am("fp-07", status="resolved"))
+    [confirm] = r.json()["accepted"]
+    origin = [a for rr, b in zip(replies, bodies) if b == am("fp-07") for a in rr.json()["accepted"]][0]["id"]
+    assert confirm["confirms"] == origin
+    wait_for(lambda: confirm["id"] in s.done(), timeout=60, interval=0.5)
+    rec = archive.load_record(Path(s.done()[confirm["id"]]["result"]["record"]))
+    assert rec.run["confirms"] == origin
+
+
+def test_server_killed_mid_queue_runs_the_spooled_alerts_after_restart(tmp_path, server_factory):
+    nbs = _probe_notebooks(tmp_path)
+    s = server_factory(notebooks=nbs).start()
+    accepted = []
+    for i in range(6):
+        r = s.post(am(f"kill-{i}", alertname="Slow"))
+        accepted += [a["id"] for a in r.json()["accepted"]]
+    assert len(accepted) == 6
+    s.stop(signal.SIGKILL)  # the server, its executors and their kernels die at once
+    assert len(s.done()) < 6
+    s2 = server_factory(notebooks=nbs)
+    s2.port, s2.url = s.port, s.url
+    s2.start()
+    done = wait_for(lambda: (lambda d: d if set(accepted) <= set(d) else None)(s2.done()), timeout=180, interval=1)
+    assert all(done[j]["_where"] == "done" for j in accepted)
+    assert archive.verify(s.archive) == [] or all("staging" in p for _, p in archive.verify(s.archive))
+
+
+def test_one_crashing_notebook_does_not_stop_the_others(tmp_path, server_factory):
+    s = server_factory(notebooks=_probe_notebooks(tmp_path)).start()
+    ids = {}
+    for name, fp in (("Crash", "c1"), ("Probe", "p1"), ("Probe", "p2"), ("Crash", "c2"), ("Probe", "p3")):
+        ids[fp] = s.post(am(fp, alertname=name)).json()["accepted"][0]["id"]
+    done = wait_for(lambda: (lambda d: d if len(d) == 5 else None)(s.done()), timeout=180, interval=1)
+    assert {fp for fp, j in ids.items() if done[j]["_where"] == "done"} == {"p1", "p2", "p3"}
+    assert {fp for fp, j in ids.items() if done[j]["_where"] == "failed"} == {"c1", "c2"}
+    crashed = archive.load_record(Path(done[ids["c1"]]["result"]["record"]))
+    assert crashed.status == "failed" and "runner:execution" in {f["key"] for f in crashed.findings()}
+    assert "runbook_runs_failed_total 2" in httpx.get(s.url + "/metrics").text
