@@ -57,6 +57,8 @@ def _print_result(result: object) -> None:
     print(f"{ok} checks clear. Status: {result.status}.")
     print(f"record: {result.record}")
     print(f"report: {result.report}")
+    if result.remote:
+        print(f"archived to: {result.remote}/")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
