@@ -131,10 +131,13 @@ def begin(root: Path, incident_id: str, notebook: str, meta: dict[str, Any], pat
     started = datetime.now(timezone.utc)
     path = path or plan_staging(root, incident_id, notebook)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.mkdir(exist_ok=True)
     full = {"schema": 1, "incident_id": incident_id, "notebook": notebook,
             "started_at": started.isoformat(), "status": "running", "runner_pid": os.getpid(), **meta}
-    _write_json_atomic(path / "run.json", full)
+    # the staging directory appears with its run.json already in it, so recovery never mistakes it for orphaned
+    building = path.with_name(path.name + ".init")
+    building.mkdir()
+    _write_json_atomic(building / "run.json", full)
+    os.rename(building, path)
     return Staging(root, incident_id, notebook, started, path, {k: v for k, v in full.items() if k != "status"})
 
 
@@ -182,10 +185,14 @@ def recover_interrupted(root: Path) -> list[Path]:
     if not root.is_dir():
         return recovered
     for staging_dir in root.glob(f"*/{_STAGING_PREFIX}*"):
+        if staging_dir.name.endswith(".init"):
+            continue
         try:
             meta = json.loads((staging_dir / "run.json").read_text())
         except (OSError, ValueError):
             meta = {}
+            if datetime.now().timestamp() - staging_dir.stat().st_mtime < 600:
+                continue  # unreadable but recent: leave it to whoever is writing it
         pid = int(meta.get("runner_pid") or 0)
         if pid and _pid_alive(pid):
             continue

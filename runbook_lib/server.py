@@ -2,8 +2,9 @@
 
 Accepted alerts are written to a durable on-disk spool (fsynced) before the 202 reply, so nothing accepted is
 lost if the process dies; on restart, runs that were in flight go back to the queue. A bounded pool of
-executor slots runs them, each in a warm, single-use process (papermill imported and a kernel started before
-the job arrives), so one failing or crashing notebook cannot stop the others. Duplicate alerts (same route and
+executor slots runs them; each slot has its own executor process with papermill imported and a fresh,
+never-reused kernel started before the job arrives, so an alert does not pay for start-up, and a notebook
+that fails, or kills its process, takes only its own job with it. Duplicate alerts (same route and
 fingerprint within the window) are recorded against the first run instead of running again; a resolved alert
 runs once more as a confirmation linked to the first run.
 """
@@ -158,7 +159,8 @@ class Metrics:
 
 
 class Executors:
-    """``size`` slots; each keeps one warm single-use process ready and hands it the next job."""
+    """``size`` slots, each with one executor process that keeps a fresh kernel ready for its next job.
+    A process that dies takes only its current job with it; the slot starts another."""
 
     def __init__(self, spool: Spool, metrics: Metrics, size: int, archive: str | None) -> None:
         self.spool, self.metrics, self.size, self.archive = spool, metrics, size, archive
@@ -183,19 +185,20 @@ class Executors:
 
     def _slot(self) -> None:
         failures = 0
+        proc: subprocess.Popen[str] | None = None
         while not self.stop.is_set():
-            proc = self._spawn()
+            proc = proc if proc is not None and proc.poll() is None else self._spawn()
             ready = proc.stdout.readline() if proc.stdout else ""
-            if not ready:  # died while warming up: try again (with a pause) before taking a job
+            if not ready:  # died while warming up or after its last job: start another (with a pause on failure)
                 self._retire(proc)
+                proc = None
                 failures += 1
-                time.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                time.sleep(min(30.0, 0.2 * 2 ** min(failures, 7)))
                 continue
             failures = 0
             claimed = self.spool.claim(self.stop)
             if claimed is None:
-                self._retire(proc)
-                return
+                break
             path, job = claimed
             payload = {"notebook": job["notebook"], "incident_id": job["incident_id"],
                        "environment": job["environment"], "parameters": job["parameters"], "archive": self.archive,
@@ -207,11 +210,16 @@ class Executors:
                 proc.stdin.write(json.dumps(payload) + "\n")
                 proc.stdin.flush()
                 line = proc.stdout.readline()
-                result = json.loads(line) if line.strip() else \
-                    {"status": "failed", "reason": f"executor crashed (exit code {proc.wait(timeout=30)})"}
+                if line.strip():
+                    result = json.loads(line)
+                else:  # the process died mid-job: that job fails, the slot carries on with a new process
+                    result = {"status": "failed", "reason": f"executor crashed (exit code {proc.wait(timeout=30)})"}
+                    self._retire(proc)
+                    proc = None
             except (BrokenPipeError, OSError, ValueError, subprocess.TimeoutExpired) as e:
                 result = {"status": "failed", "reason": f"executor crashed: {type(e).__name__}: {e}"}
-            self._retire(proc)
+                self._retire(proc)
+                proc = None
             self.spool.finish(path, job, result)
             with self.metrics.lock:
                 if result.get("status") == "ok":
@@ -219,6 +227,8 @@ class Executors:
                 else:
                     self.metrics.failed += 1
                 self.metrics.latencies.append(time.time() - float(job.get("received_at", time.time())))
+        if proc is not None:
+            self._retire(proc)
 
     def _retire(self, proc: subprocess.Popen[str]) -> None:
         try:
