@@ -139,6 +139,19 @@ def from_source_error(err: SourceError, check: str, playbook: str = "") -> Findi
     )
 
 
+def ok(check: str, title: str, playbook: str = "", **evidence: Any) -> list[Finding]:
+    """The single ``ok`` finding a rule returns when its check found nothing wrong."""
+    return [Finding(check, "all", Severity.OK, title, playbook=playbook, evidence=evidence)]
+
+
+def duration(seconds: Any) -> str:
+    """``42s``, ``17m``, ``3.5h`` (``?`` when unknown) for titles a responder reads at a glance."""
+    if seconds is None or (isinstance(seconds, float) and (math.isnan(seconds) or math.isinf(seconds))):
+        return "?"
+    v = float(seconds)
+    return f"{v:.0f}s" if v < 120 else (f"{v / 60:.0f}m" if v < 7200 else f"{v / 3600:.1f}h")
+
+
 # --------------------------------------------------------------------------- thresholds
 
 @dataclass(frozen=True)

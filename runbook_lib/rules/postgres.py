@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
 
-from ..findings import Finding, Severity, Thresholds, from_source_error
+from ..findings import Finding, Severity, Thresholds, duration, from_source_error, ok
 from ..sources import SourceError
 
 PLAYBOOK = "Database pressure"
 
 
-def _secs(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "?"
-    v = float(v)
-    if v < 120:
-        return f"{v:.0f}s"
-    if v < 7200:
-        return f"{v / 60:.0f}m"
-    return f"{v / 3600:.1f}h"
+_secs = duration
 
 
 def _query(q: Any, n: int = 80) -> str:
@@ -30,7 +21,7 @@ def _query(q: Any, n: int = 80) -> str:
 
 
 def _ok(check: str, title: str, **evidence: Any) -> list[Finding]:
-    return [Finding(check, "all", Severity.OK, title, playbook=PLAYBOOK, evidence=evidence)]
+    return ok(check, title, PLAYBOOK, **evidence)
 
 
 def _err(err: SourceError, check: str) -> list[Finding]:

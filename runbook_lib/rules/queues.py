@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
 
-from ..findings import Finding, Severity, Thresholds, from_source_error
+from ..findings import Finding, Severity, Thresholds, duration, from_source_error, ok
 from ..sources import SourceError
 
 PLAYBOOK = "Queue backlog"
 
 
-def _age(v: Any) -> str:
-    if v is None or (isinstance(v, float) and (math.isnan(v) or math.isinf(v))):
-        return "?"
-    v = float(v)
-    return f"{v:.0f}s" if v < 120 else (f"{v / 60:.0f}m" if v < 7200 else f"{v / 3600:.1f}h")
+_age = duration
 
 
 def _ok(check: str, title: str, **evidence: Any) -> list[Finding]:
-    return [Finding(check, "all", Severity.OK, title, playbook=PLAYBOOK, evidence=evidence)]
+    return ok(check, title, PLAYBOOK, **evidence)
 
 
 def _err(err: SourceError, check: str) -> list[Finding]:

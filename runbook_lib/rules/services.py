@@ -6,15 +6,14 @@ from typing import Any
 
 import pandas as pd
 
-from ..findings import Finding, Severity, Thresholds, from_source_error
+from ..findings import Finding, Severity, Thresholds, from_source_error, ok
 from ..sources import SourceError
 
 AUTH = "Authentication failures"
 PORTAL = "Portal outages"
 
 
-def _ok(check: str, title: str, playbook: str, **evidence: Any) -> list[Finding]:
-    return [Finding(check, "all", Severity.OK, title, playbook=playbook, evidence=evidence)]
+_ok = ok
 
 
 def health(checks: pd.DataFrame | SourceError, th: Thresholds, playbook: str) -> list[Finding]:
