@@ -403,20 +403,30 @@ def _run_with_kernel(km: Any, path: Path, incident_id: str, root: Path, staging_
 
 def run_recommended(recommendations: Any, incident_id: str, environment: str, *,
                     urgencies: tuple[str, ...] = ("crit", "warn"), archive_dir: str | None = None) -> Any:
-    """Run each recommended notebook (most urgent first) for the incident; a table linking their records."""
+    """Run each recommended notebook (most urgent first) for the incident, each as its own ``runbook run``
+    process (this is usually called from inside a notebook's kernel); a table linking their records."""
+    import subprocess
+    import sys
+
     import pandas as pd
 
     rows = []
+    is_path = "/" in environment or environment.endswith((".yaml", ".yml"))
     for r in recommendations.itertuples():
         if r.urgency not in urgencies:
             continue
-        try:
-            res = run_notebook(r.notebook, incident_id, environment=environment, archive_dir=archive_dir)
-            rows.append({"notebook": r.notebook, "status": res.status, "record": str(res.record),
-                         "report": str(res.report), "reason": res.reason})
-        except RunbookError as e:
-            rows.append({"notebook": r.notebook, "status": "not run", "record": "", "report": "", "reason": str(e)})
-    return pd.DataFrame(rows, columns=["notebook", "status", "record", "report", "reason"])
+        cmd = [sys.executable, "-m", "runbook_lib.cli", "run", r.notebook, "--incident", incident_id,
+               "--env-file" if is_path else "--env", environment]
+        if archive_dir or os.environ.get(archive.ARCHIVE_ENV):
+            cmd += ["--archive", str(archive_dir or os.environ[archive.ARCHIVE_ENV])]
+        env = {k: v for k, v in os.environ.items() if k != FINDINGS_PATH_ENV}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+        path = next((ln.split(": ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("record: ")), "")
+        record = f"{Path(path).parent.name}/{Path(path).name}" if path else ""  # INCIDENT/RECORD, as commands take
+        status = {0: "ok", 1: "failed"}.get(proc.returncode, "not run")
+        rows.append({"notebook": r.notebook, "status": status, "record": record,
+                     "reason": proc.stderr.strip().splitlines()[-1] if proc.returncode and proc.stderr.strip() else ""})
+    return pd.DataFrame(rows, columns=["notebook", "status", "record", "reason"])
 
 
 def _read_findings(path: Path) -> list[dict[str, Any]]:

@@ -35,11 +35,16 @@ def findings_of(record: Path) -> dict[str, dict]:
 def test_triage_recommends_the_matching_notebook_first_and_nothing_when_healthy(own, tmp_path):
     staged = stage_database_pressure(own.postgres, slow_statements=False)
     try:
-        proc = run_cli("run", "triage", "--incident", "TRI-1", "--archive", str(tmp_path), env=own.env())
+        proc = run_cli("run", "triage", "--incident", "TRI-1", "--archive", str(tmp_path), "-p",
+                       "run_recommended=True", env=own.env())
     finally:
         staged.stop()
     assert proc.returncode == 0, proc.stderr
-    [sick] = archive.records(tmp_path, "TRI-1")
+    recs = {r.notebook: r for r in archive.records(tmp_path, "TRI-1")}
+    assert set(recs) == {"triage", "database_pressure"}  # triage ran what it recommended, in the same incident
+    assert f"pg.blocking:pid:{staged.pids['blocker']}" in findings_of(recs["database_pressure"].path)
+    assert recs["database_pressure"].run_id in (recs["triage"].path / "notebook.ipynb").read_text()
+    sick = recs["triage"]
     found = findings_of(sick.path)
     top = sorted((f for f in found.values() if f["check"] == "triage.next"),
                  key=lambda f: ["crit", "warn", "info", "ok"].index(f["severity"]))
@@ -111,6 +116,18 @@ def test_verify_catches_one_changed_byte_and_a_missing_file(own, tmp_path):
     assert f"V-1/{altered.name}: report.html was altered" in proc.stdout
     assert f"V-2/{incomplete.name}: findings.json is missing" in proc.stdout
     assert "2 problems" in proc.stdout
+
+
+def test_prune_is_a_dry_run_unless_told(own, tmp_path):
+    rec = _one_record(tmp_path, "OLD-1", own)
+    run = json.loads((rec / "run.json").read_text())
+    run["started_at"] = "2020-01-01T00:00:00+00:00"
+    (rec / "run.json").write_text(json.dumps(run))
+    keep = _one_record(tmp_path, "NEW-1", own)
+    dry = run_cli("archive", "prune", "--older-than", "30d", "--archive", str(tmp_path))
+    assert dry.returncode == 0 and "would delete" in dry.stdout and rec.exists()
+    real = run_cli("archive", "prune", "--older-than", "30d", "--yes", "--archive", str(tmp_path))
+    assert real.returncode == 0 and not rec.exists() and keep.exists()
 
 
 def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
