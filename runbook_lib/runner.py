@@ -125,7 +125,8 @@ def coerce_parameters(declared: dict[str, Parameter], raw: dict[str, Any]) -> di
 
 
 # Imported by the kernel while it boots (in parallel with the runner's own start-up), bound to no name.
-KERNEL_PRELOAD = "__import__('pandas'); __import__('matplotlib'); __import__('psycopg')"
+KERNEL_PRELOAD = ("__import__('pandas'); __import__('matplotlib.figure'); __import__('psycopg'); "
+                  "__import__('runbook_lib.charts'); __import__('runbook_lib.incident')")
 
 
 def start_kernel(extra_env: dict[str, str]) -> Any:
