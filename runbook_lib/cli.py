@@ -9,7 +9,6 @@ import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from pathlib import Path
 
 from .errors import RunbookError
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, archive
-from .config import list_environments, load_environment, parse_window, project_dir
+from .config import load_environment, parse_window, project_dir
 from .errors import RunbookError
 from .findings import FINDINGS_PATH_ENV, Finding, Severity, Thresholds
 from .kernel import KERNEL_NAME, ensure_kernelspec
@@ -450,11 +450,3 @@ def describe_notebooks() -> list[dict[str, Any]]:
                       for ln in c.source.splitlines() if ln.startswith("#")), name)
         out.append({"name": name, "title": title, "parameters": list(notebook_parameters(path).values())})
     return out
-
-
-def environments() -> list[str]:
-    return list_environments()
-
-
-__all__ = ["RunResult", "run_notebook", "prepare", "list_notebooks", "describe_notebooks", "render_html",
-           "notebook_path"]

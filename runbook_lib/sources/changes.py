@@ -4,7 +4,6 @@ description, source."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from datetime import datetime, timedelta
@@ -156,7 +155,3 @@ def lined_up(changes: pd.DataFrame | SourceError, onsets: pd.DataFrame, *, befor
         return df
     df["_rank"] = (~df["same_service"]).astype(int) * 1e9 + df["lead_s"].abs()
     return df.sort_values("_rank", ignore_index=True).drop(columns="_rank")
-
-
-def to_json(df: pd.DataFrame) -> str:
-    return json.dumps(df.astype(str).to_dict(orient="records"))

@@ -8,8 +8,6 @@ read with HMGET of named fields. Every function returns a DataFrame or a SourceE
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import time
 from typing import Any
@@ -329,7 +327,7 @@ def _rq_abandoned(c: redis_lib.Redis, q: Any, now: float, client_names: set[str]
     workers = {f"rq:worker:{f[0]}" for f in fields if not isinstance(f, Exception) and f[0]}
     alive = _rq_worker_liveness(c, sorted(workers), client_names, now, stale_after_s)
     rows = []
-    for (entry, score), jid, f in zip(entries, jids, fields):
+    for (_, score), jid, f in zip(entries, jids, fields):
         worker, started, description = (None, None, None) if isinstance(f, Exception) else f
         expired = score < now
         gone = bool(worker) and not alive.get(f"rq:worker:{worker}", False)
@@ -440,16 +438,15 @@ def consumers(target: RedisTarget, queues: pd.DataFrame | SourceError, *,
 
 
 def _bull_base_of(client_name: str, bases: set[str]) -> str | None:
+    """The queue a BullMQ/Bull connection belongs to: its name is ``<prefix>:<queue>`` (Python BullMQ) or
+    ``<prefix>:<base64 queue>`` (BullMQ for Node.js), workers adding ``:w:<name>``."""
+    from .redis import bullmq_queue_of
+
     name = (client_name or "").split(":w:")[0]
     if name in bases:
         return name
-    prefix, _, encoded = name.rpartition(":")
-    try:
-        decoded = base64.b64decode(encoded, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    candidate = f"{prefix}:{decoded}"
-    return candidate if candidate in bases else None
+    decoded = bullmq_queue_of(name)
+    return decoded if decoded in bases else None
 
 
 def _any_lock(c: redis_lib.Redis, base: str) -> bool:
