@@ -273,6 +273,12 @@ def warm_kernel(archive_dir: str | os.PathLike[str] | None = None) -> WarmKernel
     return WarmKernel(start_kernel(kernel_env(findings, root)), findings)
 
 
+def discard_warm(kernel: WarmKernel) -> None:
+    """Stop a warm kernel that will not run (or did not finish) a job, and remove its private directory."""
+    stop_kernel(kernel.km)
+    shutil.rmtree(kernel.findings_path.parent, ignore_errors=True)
+
+
 def _local_root(archive_dir: str | os.PathLike[str] | None) -> tuple[Path, str]:
     """(local archive root, remote URI or ''): an ``s3://`` archive is written locally first, then uploaded."""
     text = str(archive_dir or os.environ.get(archive.ARCHIVE_ENV) or "")

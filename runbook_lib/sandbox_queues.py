@@ -7,6 +7,7 @@ can be killed with SIGKILL mid-job, exactly as a crashed worker dies in producti
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -78,10 +79,14 @@ async def _producer(url: str, queue: str, per_second: float) -> None:
         await asyncio.sleep(1.0 / per_second)
 
 
-def start_role(*args: str) -> subprocess.Popen[bytes]:
-    """Start a role process: ``worker URL QUEUE MODE LOCK_MS CONCURRENCY`` or ``producer URL QUEUE RATE``."""
-    return subprocess.Popen([sys.executable, "-m", "runbook_lib.sandbox_queues", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+URL_ENV = "RUNBOOK_SANDBOX_QUEUE_URL"
+
+
+def start_role(role: str, url: str, *args: str) -> subprocess.Popen[bytes]:
+    """Start a role process: ``worker URL QUEUE MODE LOCK_MS CONCURRENCY`` or ``producer URL QUEUE RATE``.
+    The URL (it holds a password) goes through the environment, not the command line ``ps`` shows."""
+    return subprocess.Popen([sys.executable, "-m", "runbook_lib.sandbox_queues", role, *args],
+                            env={**os.environ, URL_ENV: url}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @dataclass
@@ -136,12 +141,12 @@ def stage_queue_backlog(url: str, *, backlog: int = 300, stalled: int = 4, produ
 
 
 def main(argv: list[str]) -> None:
-    role = argv[0]
+    role, url = argv[0], os.environ[URL_ENV]
     if role == "worker":
-        url, queue, mode, lock_ms, concurrency = argv[1:6]
+        queue, mode, lock_ms, concurrency = argv[1:5]
         asyncio.run(_worker(url, queue, mode, int(lock_ms), int(concurrency)))
     elif role == "producer":
-        url, queue, rate = argv[1:4]
+        queue, rate = argv[1:3]
         asyncio.run(_producer(url, queue, float(rate)))
     else:
         raise SystemExit(f"unknown role {role!r}")

@@ -246,8 +246,14 @@ class Executors:
             self.spool.cond.notify_all()
         with self.lock:
             procs = list(self.procs)
-        for p in procs:
-            p.kill()
+        for p in procs:  # idle executors exit on end of input; busy ones are asked to stop
+            try:
+                if p.stdin:
+                    p.stdin.close()
+                p.terminate()
+                p.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                p.kill()
 
 
 def build_app(*, spool: Spool, metrics: Metrics, routes: list[alerts.Route], token: str | None,

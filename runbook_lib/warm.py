@@ -26,12 +26,22 @@ def main(argv: list[str]) -> int:
     from nbconvert import HTMLExporter
 
     HTMLExporter(template_name="lab")
+    import signal
+
+    current: list[Any] = []
+
+    def terminate(signum: int, frame: Any) -> None:  # stopped by the server: leave nothing behind
+        for k in current:
+            runner.discard_warm(k)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, terminate)
     for _ in range(max_jobs):
         kernel = runner.warm_kernel(archive_dir)  # a fresh kernel for every job, started before it arrives
+        current[:] = [kernel]
         print(json.dumps({"ready": True}), flush=True)
         line = sys.stdin.readline()
         if not line.strip():
-            runner.stop_kernel(kernel.km)
+            runner.discard_warm(kernel)
             return 0
         print(json.dumps(_run(json.loads(line), kernel, archive_dir)), flush=True)
     return 0
@@ -53,12 +63,12 @@ def _run(job: dict[str, Any], kernel: Any, archive_dir: str | None) -> dict[str,
                                   extra_run=job.get("extra_run") or {})
         return {"status": res.status, "record": str(res.record), "reason": res.reason, "remote": res.remote}
     except RunbookError as e:
-        runner.stop_kernel(kernel.km)
+        runner.discard_warm(kernel)
         return {"status": "rejected", "record": "", "reason": str(e)}
     except Exception as e:  # report, do not crash: the server records the job as failed with this reason
         import traceback
 
-        runner.stop_kernel(kernel.km)
+        runner.discard_warm(kernel)
         print(redact(traceback.format_exc()), file=sys.stderr, flush=True)
         return {"status": "failed", "record": "", "reason": redact(f"{type(e).__name__}: {e}")[:300]}
 

@@ -173,7 +173,7 @@ def server_factory(tmp_path):
         return s
     yield make
     for s in made:
-        s.stop(signal.SIGKILL)
+        s.stop(signal.SIGTERM)  # the graceful path: executors clean up after themselves
 
 
 def test_serve_runs_a_real_alertmanager_queue_alert_and_refuses_bad_requests(tmp_path, server_factory):
