@@ -226,7 +226,10 @@ def depth_timeline(samples: pd.DataFrame | SourceError, limit: int = 8) -> Chart
         ax.plot(g["t"], g["backlog"], marker="o", label=_text(q, 40))
     ax.set_ylabel("jobs waiting")
     ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=10)
+    import matplotlib.dates as mdates
+
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
+    ax.set_title(title + " (UTC)", fontsize=10)
     fig.autofmt_xdate()
     return Chart(title, fig)
 

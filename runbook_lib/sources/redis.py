@@ -248,11 +248,12 @@ def bullmq_queue_of(client_name: str) -> str | None:
 
     m = _BULLMQ_WORKER.match(client_name or "")
     if not m:
-        return None
+        # Python BullMQ names connections after the queue itself: <prefix>:<queue>[:w:<worker>]
+        return client_name.split(":w:")[0] if ":w:" in (client_name or "") else None
     try:
         decoded = base64.b64decode(m.group("queue_b64"), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
+        return client_name.split(":w:")[0] if ":w:" in client_name else None
     return f"{m.group('prefix')}:{decoded}" if decoded.isprintable() else None
 
 
