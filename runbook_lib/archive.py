@@ -32,8 +32,13 @@ _STAGING_PREFIX = ".staging-"
 
 
 def archive_root(path: str | os.PathLike[str] | None = None) -> Path:
-    """``--archive DIR``, else ``$RUNBOOK_ARCHIVE``, else ``./archive``."""
-    return Path(path or os.environ.get(ARCHIVE_ENV) or "archive").expanduser().resolve()
+    """``--archive DIR``, else ``$RUNBOOK_ARCHIVE``, else ``./archive`` (a local directory: commands that read
+    records do not read buckets; ``runbook run``/``serve`` write to ``s3://`` through their own path)."""
+    text = str(path or os.environ.get(ARCHIVE_ENV) or "archive")
+    if "://" in text:
+        raise RunbookError(f"{text} is not a local directory: this command reads a local archive "
+                           "(copy the bucket down first, e.g. aws s3 sync)")
+    return Path(text).expanduser().resolve()
 
 
 def validate_incident_id(incident_id: str) -> str:

@@ -307,7 +307,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .archive import archive_root
     from .server import serve
 
-    archive = args.archive if (args.archive or "").startswith("s3://") else str(archive_root(args.archive))
+    given = args.archive or os.environ.get("RUNBOOK_ARCHIVE") or ""
+    archive = given if given.startswith("s3://") else str(archive_root(given or None))
     spool = Path(args.spool) if args.spool else (Path(archive) / ".spool" if not archive.startswith("s3://")
                                                    else Path(".runbook-spool"))
     serve(host=args.host, port=args.port, spool_dir=spool.resolve(), archive=archive, workers=args.workers,

@@ -453,3 +453,46 @@ def test_bull_counts_match_bull_and_prioritized_jobs_are_not_counted_twice(rd, p
     stuck = Q.stuck_jobs(target, queues, overdue_after_s=0)
     assert sorted(stuck[stuck["kind"] == "stalled"]["job_id"]) == sorted(active)
     target.close()
+
+
+def test_redis_near_maxmemory_with_an_evicting_policy_rejected_clients_and_slow_commands():
+    server = start_redis(extra_args=["--maxmemory", "3mb", "--maxmemory-policy", "allkeys-lru",
+                                     "--maxclients", "12", "--enable-debug-command", "local",
+                                     "--slowlog-log-slower-than", "50000"])
+    extra: list[redis.Redis] = []
+    try:
+        c = raw(server.url)
+        target = R.RedisTarget(server.url)
+        before = R.server_info(target)
+        for start in range(0, 3000, 100):  # past maxmemory: allkeys-lru evicts
+            pipe = c.pipeline(transaction=False)
+            for i in range(start, start + 100):
+                pipe.set(f"cache:{i}", "x" * 1000)
+            pipe.execute(raise_on_error=False)
+        asyncio.run(add_jobs(server.url, "emails", 5, "send"))  # a BullMQ queue on an evicting Redis
+        c.execute_command("DEBUG", "SLEEP", "0.2")
+        for _ in range(15):  # past maxclients: the server refuses the extra connections
+            conn = redis.Redis(host="127.0.0.1", port=server.port, password=server.password, socket_timeout=2)
+            extra.append(conn)
+            try:
+                conn.ping()
+            except redis.RedisError:
+                pass
+        after = R.server_info(target)
+        queues = Q.discover_queues(target)
+        mem = rules.redis_memory(R.memory(after), TH, queues)
+        keyed = {f.key: f for f in mem}
+        assert keyed["redis.memory:used"].severity in (Severity.WARN, Severity.CRIT)  # LRU keeps a margin
+        assert keyed["redis.memory:used"].evidence["used_pct"] >= TH.redis_memory_warn_pct
+        assert keyed["redis.memory:policy"].severity is Severity.CRIT and "allkeys-lru" in keyed["redis.memory:policy"].title
+        clients = {f.key: f for f in rules.redis_clients(R.clients_summary(after), R.info_delta(before, after), TH)}
+        assert clients["redis.counters:rejected_connections"].severity is Severity.CRIT
+        assert clients["redis.counters:evicted_keys"].severity is Severity.CRIT
+        assert clients["redis.clients:maxclients"].severity in (Severity.WARN, Severity.CRIT)
+        slow = rules.slowlog(R.slowlog(target), TH)
+        assert slow[0].severity is Severity.WARN and "DEBUG" in slow[0].title.upper()
+        target.close()
+    finally:
+        for conn in extra:
+            conn.close()
+        server.stop()
