@@ -358,3 +358,19 @@ def test_replication_lag_with_a_real_streaming_standby(sandbox, sessions):
         primary_db.close()
         standby_db.close()
         standby.stop()
+
+
+def test_a_sort_spilling_to_disk_shows_as_temp_files_in_the_counter_delta(db, sessions):
+    before = pg.database_counters(db)
+    spill = sessions.open("report-export")
+    spill.execute("SET work_mem = '64kB'")
+    spill.execute("SELECT g FROM generate_series(1, 300000) g ORDER BY random() LIMIT 1")  # sorts on disk
+    spill.close()  # the backend flushes its statistics when it exits
+
+    def spilled():
+        delta = pg.counter_delta(before, pg.database_counters(db))
+        row = delta[delta["datname"] == "app"].iloc[0]
+        return delta if row["temp_files"] >= 1 and row["temp_bytes"] > 0 else None
+    delta = wait_for(spilled, timeout=15, interval=0.3)
+    th = Thresholds.from_mapping({"temp_bytes_warn": 1})
+    assert any(f.check == "pg.temp_files" and f.subject == "db:app" for f in rules.counters(delta, th))
