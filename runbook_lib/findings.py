@@ -245,8 +245,9 @@ class Report:
         self._by_key: dict[str, Finding] = {}
         self._display: Any = None
 
-    def add(self, *items: Finding | Iterable[Finding] | None) -> list[Finding]:
-        """Record findings (a later finding with the same key replaces the earlier one)."""
+    def add(self, *items: Finding | Iterable[Finding] | None) -> None:
+        """Record findings (a later finding with the same key replaces the earlier one). Returns nothing, so a
+        notebook cell ending in ``report.add(...)`` shows nothing extra."""
         added: list[Finding] = []
         for item in items:
             if item is None:
@@ -257,7 +258,6 @@ class Report:
         self._persist()
         if self._display is not None:
             self._display.update(self)
-        return added
 
     @property
     def findings(self) -> list[Finding]:

@@ -218,18 +218,33 @@ def _json_tables(block: bytes | memoryview, stats: ParseStats) -> list[Any]:
         table = pj.read_json(pa.BufferReader(pa.py_buffer(block)),
                              read_options=pj.ReadOptions(block_size=4 << 20, use_threads=True))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        if len(block) <= MIN_BISECT_BYTES:
-            rows = _parse_json_lines(bytes(block).splitlines(), stats)
-            return [pa.Table.from_pylist(rows)] if rows else []
-        mid = bytes(block[: len(block) // 2]).rfind(b"\n")
+        mid = bytes(block[: len(block) // 2]).rfind(b"\n") if len(block) > MIN_BISECT_BYTES else -1
         if mid <= 0:
             rows = _parse_json_lines(bytes(block).splitlines(), stats)
-            return [pa.Table.from_pylist(rows)] if rows else []
+            return [_table_from_rows(rows)] if rows else []
         view = memoryview(block)
         return _json_tables(view[: mid + 1], stats) + _json_tables(view[mid + 1:], stats)
     stats.lines += table.num_rows
     stats.parsed += table.num_rows
     return [_flatten_arrow(table)]
+
+
+def _table_from_rows(rows: list[dict[str, Any]]) -> Any:
+    """An arrow table with every field any row has (``from_pylist`` would keep only the first row's), a column
+    of mixed types becoming text."""
+    import pyarrow as pa
+
+    keys: dict[str, None] = {}
+    for r in rows:
+        keys.update(dict.fromkeys(r))
+    columns = {}
+    for k in keys:
+        values = [r.get(k) for r in rows]
+        try:
+            columns[k] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+            columns[k] = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+    return pa.table(columns)
 
 
 def _parse_json_lines(lines: list[bytes], stats: ParseStats) -> list[dict[str, Any]]:
