@@ -1,7 +1,8 @@
 """Ingest 1,000,000 pino lines (about 265 MB) into the normalized frame, against ``pyarrow.json.read_json``
 and ``pandas.read_json(lines=True)`` on the same file, each in its own process (wall time and peak RSS), in
 the same run. A second file has one corrupt line in the middle: it must not force the slow path for the
-whole file. Targets: time <= 1.3x pyarrow, peak memory <= 1.5x pyarrow, >= 3x faster than pandas.
+whole file. Targets: time <= 1.3x pyarrow, peak memory <= 1.5x pyarrow, >= 3x faster than pandas. Each side
+imports its library before its clock starts (a kernel has pandas loaded already); peak RSS includes imports.
 
 Usage: .venv/bin/python bench/log_ingest.py [--lines 1000000] [--rounds 3] [--skip-pandas]
 """
@@ -20,15 +21,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# (imports, timed call): each in a fresh process; the libraries are imported before the clock starts, as they
+# are in a notebook's kernel, so the ratio compares the ingest itself
 CHILD = {
-    "pyarrow": "import pyarrow.json as pj; t = pj.read_json(PATH); n = t.num_rows",
-    "pandas": "import pandas as pd; n = len(pd.read_json(PATH, lines=True))",
-    "runbook": "from runbook_lib.sources import logs; df = logs.read_files('api', PATH); n = len(df)",
+    "pyarrow": ("import pyarrow.json as pj", "t = pj.read_json(PATH); n = t.num_rows"),
+    "pandas": ("import pandas as pd", "n = len(pd.read_json(PATH, lines=True))"),
+    "runbook": ("from runbook_lib.sources import logs", "df = logs.read_files('api', PATH); n = len(df)"),
 }
 WRAPPER = """
 import resource, sys, time
 sys.path.insert(0, {root!r})
 PATH = {path!r}
+{setup}
 t0 = time.perf_counter()
 {body}
 print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, n)
@@ -54,7 +58,8 @@ def write_pino(path: Path, lines: int, corrupt_at: int | None = None) -> None:
 
 
 def measure(kind: str, path: Path) -> tuple[float, float, int]:
-    code = WRAPPER.format(root=str(ROOT), path=str(path), body=CHILD[kind])
+    setup, body = CHILD[kind]
+    code = WRAPPER.format(root=str(ROOT), path=str(path), setup=setup, body=body)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     return float(out[0]), int(out[1]) / 1024.0, int(out[2])
 

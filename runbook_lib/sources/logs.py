@@ -107,6 +107,8 @@ def _times(raw: pd.Series) -> pd.Series:
         v = raw.astype("float64")
         med = float(np.nanmedian(v.to_numpy())) if len(v) and v.notna().any() else 0.0
         unit = "ns" if med > 1e17 else ("us" if med > 1e14 else ("ms" if med > 1e11 else "s"))
+        if pd.api.types.is_integer_dtype(raw.dtype) and not raw.isna().any():
+            return pd.to_datetime(raw.astype("int64"), unit=unit, utc=True)  # the common case, and fast
         return pd.to_datetime(v, unit=unit, utc=True, errors="coerce")
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
         return raw.dt.tz_convert("UTC")
@@ -128,15 +130,23 @@ _TRIGGERS = ["://", "pass", "pwd", "bearer", "basic", "eyj", "key", "token", "se
 
 
 def _redact_column(s: pd.Series) -> pd.Series:
-    """Redact only the rows that could hold a secret: a vectorized case-insensitive pre-filter (run by pyarrow
-    on arrow-backed strings), then the exact redaction on the few rows it flags."""
+    """Redact only the rows that could hold a secret. Log fields repeat a lot, so the case-insensitive
+    pre-filter runs (in pyarrow) on the distinct values, and the exact redaction on the few it flags."""
     if s.empty:
         return s
     text = s if pd.api.types.is_string_dtype(s.dtype) and s.dtype != object else s.astype("str")
     pattern = "|".join([re.escape(t) for t in _TRIGGERS] + [re.escape(x) for x in known_secrets()])
-    mask = text.str.contains(pattern, regex=True, case=False, na=False)
-    if not mask.any():
-        return text.where(s.notna(), None) if text is not s else s
+    head = text.iloc[:2000]
+    if head.nunique() > len(head) // 2:  # mostly distinct (ids): filter the column itself
+        mask = text.str.contains(pattern, regex=True, case=False, na=False)
+        if not mask.any():
+            return text.where(s.notna(), None) if text is not s else s
+    else:
+        distinct = pd.Series(text.dropna().unique(), dtype=text.dtype)
+        hits = distinct[distinct.str.contains(pattern, regex=True, case=False, na=False)]
+        if hits.empty:
+            return text.where(s.notna(), None) if text is not s else s
+        mask = text.isin(hits)
     out = text.copy()
     out[mask] = text[mask].map(redact)
     return out.where(s.notna(), None)
@@ -307,6 +317,33 @@ def _blocks(f: Any, size: int | None = None) -> Iterator[bytes | memoryview]:
             yield memoryview(chunk)[: cut + 1]
 
 
+def _prefetched(blocks: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Read the next blocks in a thread while the current one is parsed (file reads release the GIL)."""
+    import queue
+    import threading
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce() -> None:
+        try:
+            for b in blocks:
+                q.put(b)
+        except BaseException as e:  # surface read errors in the consumer
+            q.put(e)
+        q.put(done)
+    t = threading.Thread(target=produce, daemon=True)
+    t.start()
+    while True:
+        item = q.get()
+        if item is done:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    t.join()
+
+
 # --------------------------------------------------------------------------- logfmt and text
 
 _LOGFMT = re.compile(r'([\w.@/-]+)=("(?:[^"\\]|\\.)*"|\S*)')
@@ -396,7 +433,7 @@ def _read_file(path: str, service: str, fmt: str, stats: ParseStats) -> list[pd.
         if kind == "json":
             import pyarrow as pa
 
-            tables = [t for block in _blocks(f) for t in _json_tables(block, stats)]
+            tables = [t for block in _prefetched(_blocks(f)) for t in _json_tables(block, stats)]
             if tables:
                 table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
                 part = table.to_pandas()
@@ -480,7 +517,8 @@ def read_files(service: str, pattern: str, *, start: datetime | None = None, end
 
 def _finish(frames: list[pd.DataFrame], stats: ParseStats, start: datetime | None,
             end: datetime | None) -> pd.DataFrame:
-    df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else empty_frame()
+    parts = [f for f in frames if len(f)]
+    df = (parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)) if parts else empty_frame()
     if len(df) and (start is not None or end is not None):
         keep = pd.Series(True, index=df.index)
         if start is not None:
