@@ -33,7 +33,7 @@ from . import SourceError
 SOURCE = "logs"
 CORE_COLUMNS = ["time", "service", "level", "message", "status", "method", "route", "latency_ms", "error",
                 "request_id", "format"]
-BLOCK_BYTES = 32 << 20
+BLOCK_BYTES = 16 << 20
 SAMPLE_LIMIT = 5
 
 _NUMERIC_LEVELS = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal"}
