@@ -208,9 +208,28 @@ def recover_interrupted(root: Path) -> list[Path]:
         source = Path(meta.get("findings_source") or staging_dir / "findings.json")
         if source != staging_dir / "findings.json" and source.is_file():
             shutil.copyfile(source, staging_dir / "findings.json")
+        reason = f"interrupted: runner process {pid} died mid-run"
+        _complete_interrupted(staging_dir, reason)
         st = Staging(root, staging_dir.parent.name, nb, started, staging_dir, meta)
-        recovered.append(st.finalize(status="failed", reason=f"interrupted: runner process {pid} died mid-run"))
+        recovered.append(st.finalize(status="failed", reason=reason))
     return recovered
+
+
+def _complete_interrupted(staging_dir: Path, reason: str) -> None:
+    """Give an interrupted record every file the contract names: what it saved, else a note saying why not."""
+    import html
+
+    if not (staging_dir / "findings.json").is_file():
+        (staging_dir / "findings.json").write_text("[]")
+    if not (staging_dir / "notebook.ipynb").is_file():
+        note = {"cell_type": "markdown", "id": "interrupted", "metadata": {},
+                "source": f"**This run was interrupted before its notebook was saved.** {reason}"}
+        (staging_dir / "notebook.ipynb").write_text(json.dumps(
+            {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [note]}, indent=1))
+    if not (staging_dir / "report.html").is_file():
+        (staging_dir / "report.html").write_text(
+            f"<html><body><h1>Run interrupted</h1><p>{html.escape(reason)}. The executed notebook beside this "
+            "page holds what the run had done; findings.json what it had found.</p></body></html>")
 
 
 def list_records(root: Path, incident_id: str | None = None) -> list[Path]:

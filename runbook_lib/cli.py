@@ -331,10 +331,7 @@ def _cmd_from_alert(args: argparse.Namespace) -> int:
         if job is None:
             print(f"no route for alert {alert.fingerprint} ({alert.labels.get('alertname', '?')})")
             continue
-        env = job.environment
-        is_path = "/" in env or env.endswith((".yaml", ".yml"))
-        result = run_notebook(job.notebook, job.incident_id, environment=None if is_path else env,
-                              env_file=env if is_path else None,
+        result = run_notebook(job.notebook, job.incident_id, environment=job.environment,
                               parameters={k: v if isinstance(v, str) else str(v) for k, v in job.parameters.items()},
                               archive_dir=args.archive, extra_run={"alert": {**_alert_dict(alert), "route": job.route}})
         print(f"{alert.status} alert {alert.fingerprint} -> {job.notebook} for {job.incident_id}: {result.status}")

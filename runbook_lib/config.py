@@ -108,12 +108,16 @@ def list_environments() -> list[str]:
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
 
 
+def is_environment_path(name_or_path: str) -> bool:
+    """True when an ``environment`` value is a file path rather than a name under params/environments."""
+    return "/" in name_or_path or name_or_path.endswith((".yaml", ".yml"))
+
+
 def resolve_environment_path(name_or_path: str) -> Path:
     """Path of the environment file for a name under ``params/environments`` or a path."""
     if not name_or_path:
         raise ConfigError("environment is empty: give a name under params/environments/ or a path")
-    looks_like_path = "/" in name_or_path or name_or_path.endswith((".yaml", ".yml"))
-    if looks_like_path:
+    if is_environment_path(name_or_path):
         p = Path(name_or_path).expanduser()
         if not p.is_file():
             raise ConfigError(f"environment file not found: {p}")

@@ -32,20 +32,17 @@ class Incident:
     def postgres(self) -> postgres.Database:
         """The environment's Postgres as a read-only, time-limited diagnostic session."""
         if self._db is None:
-            if self.environment is None:
-                self._db = postgres.Database(None, unavailable="; ".join(self.problems) or "no environment")
-            else:
-                self._db = postgres.Database.from_environment(self.environment)
+            self._db = postgres.Database.from_environment(self.environment, missing=self._missing())
         return self._db
 
     def redis(self) -> redis_source.RedisTarget:
         """The environment's Redis, with socket timeouts, read commands only."""
         if self._redis is None:
-            if self.environment is None:
-                self._redis = redis_source.RedisTarget(None, unavailable="; ".join(self.problems) or "no environment")
-            else:
-                self._redis = redis_source.RedisTarget.from_environment(self.environment)
+            self._redis = redis_source.RedisTarget.from_environment(self.environment, missing=self._missing())
         return self._redis
+
+    def _missing(self) -> str:
+        return "; ".join(self.problems) or "no environment"
 
     def close(self) -> None:
         """Close every source opened for this run."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, archive
-from .config import load_environment, parse_window, project_dir
+from .config import is_environment_path, load_environment, parse_window, project_dir
 from .errors import RunbookError
 from .findings import FINDINGS_PATH_ENV, Finding, Severity, Thresholds
 from .kernel import KERNEL_NAME, ensure_kernelspec
@@ -235,6 +235,8 @@ def prepare(notebook: str, incident_id: str, *, environment: str | None = None, 
         params["environment"] = environment
     env_name = params.get("environment") or ast.literal_eval(declared["environment"].default)
     env = load_environment(env_name)  # raises a one-line ConfigError
+    if is_environment_path(env_name):  # the kernel runs elsewhere: hand it the absolute path
+        params["environment"] = str(env.path)
     start, end = parse_window(params.get("window_start", ast.literal_eval(declared["window_start"].default)),
                               params.get("window_end", ast.literal_eval(declared["window_end"].default)))
     params["window_start"], params["window_end"] = start.isoformat(), end.isoformat()
@@ -418,12 +420,11 @@ def run_recommended(recommendations: Any, incident_id: str, environment: str, *,
     import pandas as pd
 
     rows = []
-    is_path = "/" in environment or environment.endswith((".yaml", ".yml"))
     for r in recommendations.itertuples():
         if r.urgency not in urgencies:
             continue
         cmd = [sys.executable, "-m", "runbook_lib.cli", "run", r.notebook, "--incident", incident_id,
-               "--env-file" if is_path else "--env", environment]
+               "--env", environment]
         if archive_dir or os.environ.get(archive.ARCHIVE_ENV):
             cmd += ["--archive", str(archive_dir or os.environ[archive.ARCHIVE_ENV])]
         env = {k: v for k, v in os.environ.items() if k != FINDINGS_PATH_ENV}

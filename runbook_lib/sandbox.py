@@ -294,20 +294,27 @@ class StagedIncident:
     def stop(self) -> None:
         """Cancel waiting statements, roll back held transactions, close every session."""
         self._stop.set()
-        pids = [p for v in self.pids.values() for p in (v if isinstance(v, list) else [v])]
-        if pids and self._admin_dsn:
-            try:
-                with psycopg.connect(self._admin_dsn, autocommit=True, connect_timeout=5) as c:
-                    c.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::int[]) p", (pids,))
-            except psycopg.Error:
-                pass
-        for t in self._threads:
-            t.join(timeout=10)
-        for c in self._conns:
-            try:
-                c.close()
-            except psycopg.Error:
-                pass
+        end_sessions(self._admin_dsn, self._conns, self._threads)
+
+
+def end_sessions(admin_dsn: str, conns: list[psycopg.Connection], threads: list[threading.Thread]) -> None:
+    """Terminate the backends of ``conns`` (their waiting or idle-in-transaction work ends with them), wait for
+    the threads that were running statements on them, and close them."""
+    pids = [c.info.backend_pid for c in conns if not c.closed]
+    if pids and admin_dsn:
+        try:
+            with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as c:
+                c.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::int[]) p WHERE p <> pg_backend_pid()",
+                          (pids,))
+        except psycopg.Error:
+            pass
+    for t in threads:
+        t.join(timeout=10)
+    for c in conns:
+        try:
+            c.close()
+        except psycopg.Error:
+            pass
 
 
 def _session(dsn: str, app: str, autocommit: bool = True) -> psycopg.Connection:

@@ -53,10 +53,7 @@ def _run(job: dict[str, Any], kernel: Any, archive_dir: str | None) -> dict[str,
     from .redact import redact
 
     try:
-        env = job.get("environment") or "local"
-        is_path = "/" in env or env.endswith((".yaml", ".yml"))
-        res = runner.run_notebook(job["notebook"], job["incident_id"],
-                                  environment=None if is_path else env, env_file=env if is_path else None,
+        res = runner.run_notebook(job["notebook"], job["incident_id"], environment=job.get("environment") or "local",
                                   parameters={k: v if isinstance(v, str) else json.dumps(v)
                                               for k, v in (job.get("parameters") or {}).items()},
                                   archive_dir=job.get("archive") or archive_dir, kernel=kernel,

@@ -9,6 +9,8 @@ from typing import Any
 
 import psycopg
 
+from runbook_lib.sandbox import end_sessions
+
 
 class SessionPool:
     """Application sessions opened by a test; ``close()`` terminates every one (and its waiting statements)."""
@@ -40,17 +42,7 @@ class SessionPool:
         return self.open("test-admin")
 
     def close(self) -> None:
-        pids = [c.info.backend_pid for c in self.conns if not c.closed]
-        if pids:
-            with psycopg.connect(self.dsn, autocommit=True) as c:
-                c.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::int[]) p WHERE p <> pg_backend_pid()", (pids,))
-        for t in self.threads:
-            t.join(timeout=10)
-        for c in self.conns:
-            try:
-                c.close()
-            except psycopg.Error:
-                pass
+        end_sessions(self.dsn, self.conns, self.threads)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:

@@ -255,7 +255,7 @@ def test_server_killed_mid_queue_runs_the_spooled_alerts_after_restart(tmp_path,
     s2.start()
     done = wait_for(lambda: (lambda d: d if set(accepted) <= set(d) else None)(s2.done()), timeout=180, interval=1)
     assert all(done[j]["_where"] == "done" for j in accepted)
-    assert archive.verify(s.archive) == [] or all("staging" in p for _, p in archive.verify(s.archive))
+    assert archive.verify(s.archive) == []  # interrupted records are complete too, marked failed
 
 
 def test_one_crashing_notebook_does_not_stop_the_others(tmp_path, server_factory):

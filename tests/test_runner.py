@@ -156,6 +156,7 @@ def test_runner_killed_mid_run_leaves_a_record_marked_failed(tmp_path):
     run = json.loads((recovered[0] / "run.json").read_text())
     assert run["status"] == "failed" and "interrupted" in run["reason"]
     assert "test.partial:x" in (recovered[0] / "findings.json").read_text()
+    assert archive.verify(root) == []  # notebook, report and findings all there, hashed
 
 
 @pytest.mark.parametrize("args, message", [

@@ -66,9 +66,11 @@ class Database:
                                         hint="set the variable named by postgres.dsn_env, or RUNBOOK_PG_DSN")
 
     @classmethod
-    def from_environment(cls, env: Environment, safety: Safety | None = None) -> Database:
-        """Open (lazily) the Postgres target of an environment; the DSN comes from an environment variable."""
-        dsn, origin = env.postgres_dsn()
+    def from_environment(cls, env: Environment | None, safety: Safety | None = None,
+                         missing: str = "no environment") -> Database:
+        """Open (lazily) the Postgres target of an environment; the DSN comes from an environment variable.
+        Without an environment every check reports ``missing``."""
+        dsn, origin = env.postgres_dsn() if env is not None else (None, missing)
         return cls(dsn, safety=safety, unavailable=origin)
 
     def __repr__(self) -> str:  # never show the DSN

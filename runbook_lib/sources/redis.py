@@ -47,9 +47,11 @@ class RedisTarget:
                                         hint="set the variable named by redis.url_env, or RUNBOOK_REDIS_URL")
 
     @classmethod
-    def from_environment(cls, env: Environment, safety: RedisSafety | None = None) -> RedisTarget:
-        """The environment's Redis; the URL comes from an environment variable."""
-        url, origin = env.redis_url()
+    def from_environment(cls, env: Environment | None, safety: RedisSafety | None = None,
+                         missing: str = "no environment") -> RedisTarget:
+        """The environment's Redis; the URL comes from an environment variable. Without an environment every
+        check reports ``missing``."""
+        url, origin = env.redis_url() if env is not None else (None, missing)
         return cls(url, safety=safety, unavailable=origin)
 
     def __repr__(self) -> str:  # never show the URL
