@@ -139,7 +139,11 @@ def start_kernel(extra_env: dict[str, str]) -> Any:
 
     from jupyter_client.manager import AsyncKernelManager
 
-    km = AsyncKernelManager(kernel_name=KERNEL_NAME)
+    import tempfile
+
+    # IPC sockets in a private directory: concurrent kernels (executors, parallel runs) cannot race for TCP ports
+    km = AsyncKernelManager(kernel_name=KERNEL_NAME, transport="ipc",
+                            ip=str(Path(tempfile.mkdtemp(prefix="runbook-kernel-")) / "kernel"))
     env = dict(os.environ)
     env.update(extra_env)
     asyncio.run(km.start_kernel(extra_arguments=["--IPKernelApp.log_level=ERROR",
@@ -152,16 +156,19 @@ def stop_kernel(km: Any) -> None:
     """Stop the kernel at once: its notebook is saved, and the connections it opened end with it."""
     import asyncio
 
-    if km is None or not km.has_kernel:
+    if km is None:
         return
     try:
-        asyncio.run(asyncio.wait_for(km.shutdown_kernel(now=True), timeout=10))
+        if km.has_kernel:
+            asyncio.run(asyncio.wait_for(km.shutdown_kernel(now=True), timeout=10))
     except Exception:
         pass
     try:
         km.context.destroy(linger=0)  # do not let process exit wait on lingering sockets
     except Exception:
         pass
+    if getattr(km, "transport", "") == "ipc":
+        shutil.rmtree(Path(km.ip).parent, ignore_errors=True)
 
 
 class _RendererWarmup:

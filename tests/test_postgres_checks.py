@@ -261,7 +261,11 @@ def test_index_build_in_progress_and_invalid_index(db, sessions):
     old.execute(f"SELECT count(*) FROM {table}")
     builder = sessions.open("index-builder")
     sessions.background(builder, f"CREATE INDEX CONCURRENTLY {table}_v_idx ON {table} (v)")
-    progress = wait_for(lambda: (lambda p: p if len(p[p["pid"] == builder.info.backend_pid]) else None)(pg.ddl_progress(db)))
+    def waiting_phase():  # the build scans the table first, then waits for the old snapshot
+        p = pg.ddl_progress(db)
+        mine = p[p["pid"] == builder.info.backend_pid]
+        return p if len(mine) and "waiting" in str(mine.iloc[0]["phase"]) else None
+    progress = wait_for(waiting_phase, timeout=30)
     row = progress[progress["pid"] == builder.info.backend_pid].iloc[0]
     assert row["operation"] == "create_index" and row["relation"] == table and "waiting" in row["phase"]
     bad = pg.invalid_indexes(db)
