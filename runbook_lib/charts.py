@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -213,9 +214,11 @@ def queue_depths(depths: pd.DataFrame | SourceError, limit: int = 20) -> Chart:
     return Chart(title, fig)
 
 
-def depth_timeline(samples: pd.DataFrame | SourceError, limit: int = 8) -> Chart:
-    """Backlog of the busiest queues over the sample: a rising line is a queue not keeping up."""
+def depth_timeline(watched: Any, limit: int = 8) -> Chart:
+    """Backlog of the busiest queues over the sample (an observation of ``sources.queues.observe``, or its samples
+    frame): a rising line is a queue not keeping up."""
     title = "Backlog during the sample"
+    samples = getattr(watched, "samples", watched)
     if (c := _unavailable(title, samples)) is not None:
         return c
     busiest = samples.groupby("queue")["backlog"].max().sort_values(ascending=False).head(limit).index

@@ -7,12 +7,13 @@ from run to run. The report writes every finding as it is added to ``$RUNBOOK_FI
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from enum import Enum
@@ -144,6 +145,34 @@ def ok(check: str, title: str, playbook: str = "", **evidence: Any) -> list[Find
     return [Finding(check, "all", Severity.OK, title, playbook=playbook, evidence=evidence)]
 
 
+RuleFunction = Callable[..., Iterable[Finding]]
+
+
+def rule(check: str, *, playbook: str = "", ok: str | Callable[..., str] = "") -> Callable[[RuleFunction],
+                                                                                              Callable[..., list[Finding]]]:
+    """Make a rule of a generator that states only its logic: it takes the check's evidence first, yields what is
+    wrong, and nothing when all is well. The rule then returns the ``error`` finding a :class:`SourceError` makes,
+    the generator's findings, or one ``ok`` finding (subject ``all``) whose title is ``ok``: a format string over
+    ``th`` (the thresholds argument) and ``n`` (rows of evidence), or a function of the rule's arguments."""
+    def decorate(fn: RuleFunction) -> Callable[..., list[Finding]]:
+        @functools.wraps(fn)
+        def apply(evidence: Any, *args: Any, **kwargs: Any) -> list[Finding]:
+            if isinstance(evidence, SourceError):
+                return [from_source_error(evidence, check, playbook)]
+            found = list(fn(evidence, *args, **kwargs))
+            if found:
+                return found
+            if callable(ok):
+                title = ok(evidence, *args, **kwargs)
+            else:
+                th = next((a for a in (*args, *kwargs.values()) if isinstance(a, Thresholds)), Thresholds())
+                title = ok.format(th=th, n=len(evidence) if hasattr(evidence, "__len__") else 0)
+            return [Finding(check, "all", Severity.OK, title or f"{check}: nothing wrong", playbook=playbook)]
+        apply.check = check  # type: ignore[attr-defined]
+        return apply
+    return decorate
+
+
 def duration(seconds: Any) -> str:
     """``42s``, ``17m``, ``3.5h`` (``?`` when unknown) for titles a responder reads at a glance."""
     if seconds is None or (isinstance(seconds, float) and (math.isnan(seconds) or math.isinf(seconds))):
@@ -201,6 +230,8 @@ class Thresholds:
     worker_stale_after_s: float = 60.0        # a worker heartbeat/beat older than this is not alive
     celery_visibility_timeout_s: float = 3600.0
     failed_reason_warn: int = 10              # recent failures sharing one reason
+    queue_backlog_warn: int = 100             # waiting jobs above which a backlog nothing consumed during the sample
+                                              # is a finding, whatever the consumers' liveness
     # services, logs, changes
     health_latency_warn_ms: float = 1000.0    # a health endpoint answering slower than this
     error_rate_warn: float = 0.05             # share of a minute's lines that are errors at the spike's peak

@@ -394,11 +394,11 @@ def vacuum(activity: pd.DataFrame | SourceError, wrap: pd.DataFrame | SourceErro
         for r in wrap.itertuples():
             if r.pct_to_wraparound >= th.wraparound_warn_pct or r.xid_age >= 2 * freeze_max:
                 sev = Severity.CRIT if r.pct_to_wraparound >= th.wraparound_crit_pct else Severity.WARN
-                name = f"{r.name} (TOAST of {r.toast_of})" if r.scope == "toast" else r.name
+                part = " (its TOAST table is the oldest part)" if r.oldest_part == "toast" else ""
                 out.append(Finding("pg.wraparound", f"{r.scope}:{r.name}", sev,
-                                   f"{r.scope} {name} is at {r.pct_to_wraparound:.0f}% of transaction-ID wraparound "
-                                   f"(age {int(r.xid_age):,})",
-                                   action=f"VACUUM (FREEZE, VERBOSE) {r.toast_of or r.name} off-peak; end what holds the xmin horizon",
+                                   f"{r.scope} {r.name}{part} is at {r.pct_to_wraparound:.0f}% of transaction-ID "
+                                   f"wraparound (age {int(r.xid_age):,})",
+                                   action=f"VACUUM (FREEZE, VERBOSE) {r.name} off-peak; end what holds the xmin horizon",
                                    playbook=PLAYBOOK, evidence={"xid_age": int(r.xid_age), "scope": r.scope}))
     return out or _ok("pg.vacuum", "Vacuum: no long or anti-wraparound vacuum, no wraparound risk")
 

@@ -61,9 +61,9 @@ def recommend(*, health: Any = None, connections: Any = None, blocking: Any = No
         add("auth_failures", "warn", "Redis (sessions, rate limits) is unreachable")
     d, cons = _df(depths), _df(consumers)
     if d is not None and len(d):
-        alive = {(r.system, r.queue): bool(r.alive) for r in cons.itertuples()} if cons is not None else {}
+        verdicts = {(r.system, r.queue): r.verdict for r in cons.itertuples()} if cons is not None else {}
         for q in d.itertuples():
-            if q.backlog > 0 and alive.get((q.system, q.queue)) is False:
+            if q.backlog > 0 and verdicts.get((q.system, q.queue)) == "none":
                 add("queue_backlog", "crit", f"{q.queue}: {q.backlog} jobs waiting, no live consumer")
             elif q.oldest_waiting_age_s == q.oldest_waiting_age_s and q.oldest_waiting_age_s >= th.queue_oldest_warn_s:
                 add("queue_backlog", "warn", f"{q.queue}: oldest job waiting {q.oldest_waiting_age_s:.0f}s")

@@ -118,15 +118,16 @@ class Database:
             st = statement_timeout_ms or self.safety.statement_timeout_ms
             try:
                 with conn.cursor() as cur:
+                    # every statement carries MARKER, so none of ours reaches a statements table
                     cur.execute(
-                        f"BEGIN READ ONLY; SET LOCAL statement_timeout = {int(st)};"
-                        f" SET LOCAL lock_timeout = {int(self.safety.lock_timeout_ms)}"
+                        f"{MARKER} BEGIN READ ONLY; {MARKER} SELECT set_config('statement_timeout', '{int(st)}', true),"
+                        f" set_config('lock_timeout', '{int(self.safety.lock_timeout_ms)}', true)"
                     )
                     try:
                         return work(cur)
                     finally:
                         if not conn.closed and not conn.broken:
-                            conn.execute("ROLLBACK")
+                            conn.execute(f"{MARKER} ROLLBACK")
             except pg_errors.LockNotAvailable as e:
                 return SourceError(SOURCE, check, "lock_timeout", _one_line(str(e)),
                                    hint="a relation this check reads is locked; the check gave up rather than wait")
@@ -167,6 +168,8 @@ def _as_check(err: SourceError, check: str) -> SourceError:
 
 # Marks our own statements so pg_stat_statements results can leave them out.
 MARKER = "/* runbook-diagnostics */"
+# Sessions that are not ours: this one, and any other diagnostic session (a second notebook, a watch loop).
+NOT_OURS = "(pid <> pg_backend_pid() AND application_name IS DISTINCT FROM 'runbook-diagnostics')"
 
 
 def _exec(cur: psycopg.Cursor, sql: str, params: Any = None) -> psycopg.Cursor:
@@ -217,15 +220,18 @@ _CLIENT = "(backend_type = 'client backend' OR (backend_type IS NULL AND usename
 def connection_saturation(db: Database) -> pd.DataFrame | SourceError:
     """Client backends grouped by state, application, user and database, against usable connections.
 
-    ``attrs``: max_connections, reserved, usable (max minus reserved), in_use (all client backends).
+    The tool's own sessions are left out of the rows and of ``in_use``, so the rows add up to ``in_use`` (up to the
+    500 largest groups). ``attrs``: max_connections, reserved, usable (max minus reserved), in_use (client backends
+    not ours), own_sessions (ours, which hold slots too), hidden_sessions.
     """
     def work(cur: psycopg.Cursor) -> pd.DataFrame:
         _exec(cur, f"""
             SELECT current_setting('max_connections')::int,
                    current_setting('superuser_reserved_connections')::int
                    + coalesce(nullif(current_setting('reserved_connections', true), ''), '0')::int,
-                   (SELECT count(*) FROM pg_stat_activity WHERE {_CLIENT})::int""")
-        max_conn, reserved, in_use = cur.fetchone()
+                   (SELECT count(*) FROM pg_stat_activity WHERE {_CLIENT} AND {NOT_OURS})::int,
+                   (SELECT count(*) FROM pg_stat_activity WHERE {_CLIENT} AND NOT {NOT_OURS})::int""")
+        max_conn, reserved, in_use, ours = cur.fetchone()
         df = _fetch_frame(cur, f"""
             SELECT coalesce(state, '(hidden)') AS state,
                    coalesce(nullif(application_name, ''), '(none)') AS application_name,
@@ -235,10 +241,10 @@ def connection_saturation(db: Database) -> pd.DataFrame | SourceError:
                    max({_age('state_change')}) AS max_state_age_s,
                    (count(*) FILTER (WHERE query = '<insufficient privilege>'))::int AS hidden
             FROM pg_stat_activity
-            WHERE {_CLIENT} AND pid <> pg_backend_pid()
+            WHERE {_CLIENT} AND {NOT_OURS}
             GROUP BY 1, 2, 3, 4 ORDER BY sessions DESC LIMIT 500""")
         return _with_attrs(df, max_connections=max_conn, reserved=reserved,
-                           usable=max_conn - reserved, in_use=in_use,
+                           usable=max_conn - reserved, in_use=in_use, own_sessions=ours,
                            hidden_sessions=int(df["hidden"].sum()) if len(df) else 0)
     return db.read("connection_saturation", work)
 
@@ -249,11 +255,11 @@ def wait_events(db: Database, seconds: float = 2.0, interval: float = 0.25) -> p
     ``avg_sessions`` is the average number of active sessions in that state (CPU = not waiting).
     """
     samples = max(1, int(seconds / interval)) if seconds > 0 else 1
-    sql = """
+    sql = f"""
         SELECT coalesce(wait_event_type, 'CPU') AS wait_event_type, coalesce(wait_event, 'running') AS wait_event,
                count(*)::int AS sessions
         FROM pg_stat_activity
-        WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+        WHERE state = 'active' AND backend_type = 'client backend' AND {NOT_OURS}
         GROUP BY 1, 2"""
     frames: list[pd.DataFrame] = []
     for i in range(samples):
@@ -289,7 +295,7 @@ def blocking_tree(db: Database) -> pd.DataFrame | SourceError:
     sql = f"""
         WITH waiting AS (
           SELECT pid, pg_blocking_pids(pid) AS blocked_by FROM pg_stat_activity
-          WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+          WHERE wait_event_type = 'Lock' AND {NOT_OURS}
         ), involved AS (
           SELECT pid FROM waiting UNION SELECT unnest(blocked_by) FROM waiting
         ), wanted AS (
@@ -455,6 +461,7 @@ def idle_in_transaction(db: Database) -> pd.DataFrame | SourceError:
                left(a.query, {q}) AS last_query
         FROM pg_stat_activity a LEFT JOIN held h USING (pid)
         WHERE a.state LIKE 'idle in transaction%%' AND a.pid <> pg_backend_pid()
+          AND a.application_name IS DISTINCT FROM 'runbook-diagnostics'
         ORDER BY a.xact_start LIMIT {int(db.safety.row_limit)}""")
     return got if isinstance(got, SourceError) else _redact_queries(got, "last_query")
 
@@ -467,7 +474,7 @@ def long_running_queries(db: Database, min_seconds: float = 30.0) -> pd.DataFram
                {_age('query_start')} AS query_age_s, {_age('xact_start')} AS xact_age_s,
                wait_event_type, wait_event, left(query, {q}) AS query
         FROM pg_stat_activity
-        WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+        WHERE state = 'active' AND backend_type = 'client backend' AND {NOT_OURS}
           AND query_start < clock_timestamp() - make_interval(secs => %s)
         ORDER BY query_start LIMIT {int(db.safety.row_limit)}""", (float(min_seconds),))
     return got if isinstance(got, SourceError) else _redact_queries(got, "query")
@@ -481,7 +488,7 @@ def long_transactions(db: Database, min_seconds: float = 60.0) -> pd.DataFrame |
                {_age('xact_start')} AS xact_age_s, {_age('state_change')} AS state_age_s,
                backend_xid::text AS backend_xid, age(backend_xmin) AS xmin_age, left(query, {q}) AS query
         FROM pg_stat_activity
-        WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+        WHERE backend_type = 'client backend' AND {NOT_OURS}
           AND xact_start < clock_timestamp() - make_interval(secs => %s)
         ORDER BY xact_start LIMIT {int(db.safety.row_limit)}""", (float(min_seconds),))
     return got if isinstance(got, SourceError) else _redact_queries(got, "query")
@@ -493,7 +500,7 @@ def xmin_horizon(db: Database) -> pd.DataFrame | SourceError:
         SELECT * FROM (
           SELECT 'backend' AS holder_kind, pid::text AS holder, usename::text AS owner, state AS detail,
                  age(backend_xmin)::bigint AS xmin_age, {_age('xact_start')} AS held_s
-          FROM pg_stat_activity WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid()
+          FROM pg_stat_activity WHERE backend_xmin IS NOT NULL AND {NOT_OURS}
           UNION ALL
           SELECT 'replication_slot', slot_name::text, slot_type,
                  CASE WHEN active THEN 'active' ELSE 'inactive' END,
@@ -522,6 +529,7 @@ _STATEMENT_COLUMNS: dict[str, tuple[str, ...]] = {
     "wal_bytes": ("wal_bytes",),
 }
 _STATEMENT_KEY = ["queryid", "userid", "dbid", "toplevel"]
+_OWN_UTILITY = r"^\s*(BEGIN READ ONLY|ROLLBACK|SET LOCAL (statement_timeout|lock_timeout) = \S+)\s*$"
 
 
 def _statement_select(cur: psycopg.Cursor, db: Database) -> tuple[str, list[str]] | SourceError:
@@ -551,11 +559,11 @@ def _statement_select(cur: psycopg.Cursor, db: Database) -> tuple[str, list[str]
     parts += ["d.datname::text AS datname", "r.rolname::text AS usename",
               f"left(s.query, {_q(db)}) AS query"]
     ident = pg_sql.Identifier(schema).as_string(cur)
-    own = ("'BEGIN READ ONLY', 'ROLLBACK', 'SET LOCAL statement_timeout = $1', 'SET LOCAL lock_timeout = $1'")
+    # ours carry MARKER; statements an older version of this tool left under our role are plain utility commands
     sql = (f"SELECT {', '.join(parts)} FROM {ident}.pg_stat_statements s"
            " LEFT JOIN pg_database d ON d.oid = s.dbid LEFT JOIN pg_roles r ON r.oid = s.userid"
            f" WHERE s.query NOT LIKE '%%runbook-diagnostics%%'"
-           f" AND NOT (r.rolname = current_user AND s.query IN ({own}))")
+           f" AND NOT (r.rolname = current_user AND s.query ~ '{_OWN_UTILITY}')")
     db._stmt_columns = (sql, sorted(present))
     return db._stmt_columns
 
@@ -735,7 +743,9 @@ def autovacuum_activity(db: Database) -> pd.DataFrame | SourceError:
 
 
 def wraparound_risk(db: Database, limit: int = 20) -> pd.DataFrame | SourceError:
-    """Transaction-ID and multixact age per database and for the oldest tables (TOAST included).
+    """Transaction-ID and multixact age per database and for the oldest tables, each table's TOAST table folded into
+    it (a table is as old as its oldest part; ``oldest_part`` says ``toast`` when that is its TOAST table, which
+    VACUUM of the table freezes too).
 
     ``pct_to_wraparound`` is xid age as a share of 2^31. ``attrs``: autovacuum_freeze_max_age.
     """
@@ -743,16 +753,18 @@ def wraparound_risk(db: Database, limit: int = 20) -> pd.DataFrame | SourceError
         _exec(cur, "SELECT current_setting('autovacuum_freeze_max_age')::bigint")
         freeze_max = cur.fetchone()[0]
         df = _fetch_frame(cur, f"""
-            (SELECT 'database' AS scope, datname::text AS name, NULL::text AS toast_of,
+            (SELECT 'database' AS scope, datname::text AS name, NULL::text AS oldest_part,
                     age(datfrozenxid)::bigint AS xid_age, mxid_age(datminmxid)::bigint AS mxid_age
              FROM pg_database)
             UNION ALL
-            (SELECT CASE WHEN c.relkind = 't' THEN 'toast' ELSE 'table' END, c.oid::regclass::text,
-                    CASE WHEN c.relkind = 't' THEN (SELECT t.oid::regclass::text FROM pg_class t
-                                                    WHERE t.reltoastrelid = c.oid LIMIT 1) END,
-                    age(c.relfrozenxid)::bigint, mxid_age(c.relminmxid)::bigint
-             FROM pg_class c WHERE c.relkind IN ('r', 'm', 't') AND c.relfrozenxid <> '0'::xid
-             ORDER BY age(c.relfrozenxid) DESC LIMIT {int(limit)})""")
+            (SELECT 'table', t.oid::regclass::text,
+                    CASE WHEN x.oid IS NOT NULL AND age(x.relfrozenxid) > age(t.relfrozenxid) THEN 'toast'
+                         ELSE 'table' END,
+                    greatest(age(t.relfrozenxid), coalesce(age(x.relfrozenxid), 0))::bigint,
+                    greatest(mxid_age(t.relminmxid), coalesce(mxid_age(x.relminmxid), 0))::bigint
+             FROM pg_class t LEFT JOIN pg_class x ON x.oid = t.reltoastrelid AND x.relfrozenxid <> '0'::xid
+             WHERE t.relkind IN ('r', 'm') AND t.relfrozenxid <> '0'::xid
+             ORDER BY 4 DESC LIMIT {int(limit)})""")
         df["pct_to_wraparound"] = df["xid_age"].astype(float) / XID_WRAPAROUND_LIMIT * 100
         return _with_attrs(df, autovacuum_freeze_max_age=int(freeze_max))
     return db.read("wraparound_risk", work)

@@ -165,8 +165,19 @@ def memory(info: ServerInfo | SourceError) -> pd.DataFrame | SourceError:
         "rdb_changes_since_last_save": int(info.get("rdb_changes_since_last_save", 0)),
         "aof_enabled": bool(info.get("aof_enabled", 0)),
         "redis_version": str(info.get("redis_version", "?")),
+        # writes refused for memory since start (INFO errorstats, Redis 6.2+); None where the server does not say
+        "oom_rejected_total": oom_rejections(info),
     }
     return pd.DataFrame([row])
+
+
+def oom_rejections(info: ServerInfo) -> int | None:
+    """Commands refused with ``-OOM`` since the server started or CONFIG RESETSTAT (``errorstat_OOM``); 0 when
+    errorstats exist but hold no OOM entry, None when the server keeps no errorstats (before Redis 6.2)."""
+    count = info.get("errorstat_OOM.count")
+    if count is not None:
+        return int(count)
+    return 0 if "total_error_replies" in info.values else None
 
 
 def clients_summary(info: ServerInfo | SourceError) -> pd.DataFrame | SourceError:
@@ -197,6 +208,10 @@ def info_delta(before: ServerInfo | SourceError, after: ServerInfo | SourceError
         d = int(after.get(key, 0) or 0) - int(before.get(key, 0) or 0)
         row[key] = max(d, 0)
     row["ops_per_sec"] = row["total_commands_processed"] / seconds
+    b, a = oom_rejections(before), oom_rejections(after)
+    row["oom_rejected"] = max(a - b, 0) if a is not None and b is not None else None
+    row["oom_rejected_before"] = b
+    row["started_at"], row["ended_at"] = before.taken_at, after.taken_at
     return pd.DataFrame([row])
 
 
