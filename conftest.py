@@ -35,6 +35,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         sb.stop()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """With RUNBOOK_FAIL_ON_SKIP=1 (CI), a skipped test is a failure: CI installs everything the tests need."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("RUNBOOK_FAIL_ON_SKIP") == "1" and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every tool the tests need must be installed: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def node_modules(tmp_path_factory: pytest.TempPathFactory):
+    """BullMQ, Bull and ioredis from the npm registry, installed once per test session."""
+    import shutil
+
+    from tests.queue_workloads import install_node_packages
+
+    if not (shutil.which("node") and shutil.which("npm")):
+        pytest.fail("Node.js and npm are needed to make BullMQ and Bull data with the libraries themselves")
+    return install_node_packages(tmp_path_factory.mktemp("node"))
+
+
 @pytest.fixture(scope="session")
 def sandbox() -> Sandbox:
     """The session's real PostgreSQL and Redis."""

@@ -74,7 +74,7 @@ def test_bullmq_counts_match_get_job_counts_and_stalled_jobs_are_named(rd, procs
     target = R.RedisTarget(url)
     queues = Q.discover_queues(target)
     assert list(queues["system"]) == ["bullmq"] and list(queues["queue"]) == ["bull:emails"]
-    assert bool(only(Q.consumers(target, queues), queue="bull:emails")["alive"])
+    assert only(Q.consumers(Q.observe(target, queues, seconds=0)), queue="bull:emails")["verdict"] == "alive"
     worker.kill()
     worker.wait()
     time.sleep(1.3)  # its 1 s locks expire
@@ -90,8 +90,8 @@ def test_bullmq_counts_match_get_job_counts_and_stalled_jobs_are_named(rd, procs
     stuck = Q.stuck_jobs(target, queues)
     stalled = stuck[stuck["kind"] == "stalled"]
     assert sorted(stalled["job_id"]) == sorted(active)
-    consumers = Q.consumers(target, queues)
-    assert not bool(only(consumers, queue="bull:emails")["alive"])
+    consumers = Q.consumers(Q.observe(target, queues, seconds=0))
+    assert only(consumers, queue="bull:emails")["verdict"] == "none"
 
     findings = rules.backlog(depths, consumers, None, TH) + rules.stuck(stuck, TH)
     keyed = {f.key: f for f in findings}
@@ -110,7 +110,7 @@ def test_bullmq_live_failing_worker_is_alive_and_failures_grouped(rd, procs):
     wait_for(lambda: asyncio.run(job_counts(url, "webhooks"))["failed"] == 12, timeout=30)
     target = R.RedisTarget(url)
     queues = Q.discover_queues(target)
-    wait_for(lambda: bool(only(Q.consumers(target, queues), queue="bull:webhooks")["alive"]))
+    wait_for(lambda: only(Q.consumers(Q.observe(target, queues, seconds=0)), queue="bull:webhooks")["verdict"] == "alive")
     failed = Q.failed_reasons(target, queues)
     row = only(failed, queue="bull:webhooks")
     assert row["count"] == 12 and "ECONNREFUSED" in row["reason"]
@@ -137,9 +137,11 @@ def test_draining_and_growing_queues_are_told_apart(rd, procs):
     target = R.RedisTarget(url)
     wait_for(lambda: len(Q.discover_queues(target)) == 2 and raw(url).llen("bull:drains:wait") < 390)
     queues = Q.discover_queues(target)
-    rates = Q.drain_rates(Q.sample_depths(target, queues, seconds=2.0, samples=4)).set_index("queue")
+    rates = Q.drain_rates(Q.observe(target, queues, seconds=2.0, samples=4)).set_index("queue")
     assert rates.loc["bull:drains", "net_per_s"] < 0 and rates.loc["bull:drains", "time_to_drain_s"] < 3600
-    assert bool(rates.loc["bull:grows", "growing"]) and 10 <= rates.loc["bull:grows", "arrivals_per_s"] <= 30
+    assert bool(rates.loc["bull:drains", "consumed"]) and rates.loc["bull:drains", "finished"] > 0
+    assert bool(rates.loc["bull:grows", "growing"]) and rates.loc["bull:grows", "arrivals_per_s"] > 0
+    assert not bool(rates.loc["bull:grows", "consumed"])  # nothing works "grows": arrivals, no completions
     target.close()
 
 
@@ -163,7 +165,7 @@ def test_rq_counts_match_and_a_killed_worker_leaves_an_abandoned_job(rd, procs):
     target = R.RedisTarget(rd.url)
     queues = Q.discover_queues(target)
     assert list(queues["queue"]) == ["reports"]
-    assert only(Q.consumers(target, queues, stale_after_s=60), queue="reports")["live_workers"] == 1
+    assert only(Q.consumers(Q.observe(target, queues, seconds=0)), queue="reports")["live_workers"] == 1
     # the worker first (so it cannot record the horse's death), then its work-horse (RQ forks it into its own
     # session, holding the worker's connections): the job's wip entry is left with nobody behind it
     horses = [int(p) for p in subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True,
@@ -179,9 +181,9 @@ def test_rq_counts_match_and_a_killed_worker_leaves_an_abandoned_job(rd, procs):
     assert mine["waiting"] == q.count == 6
     assert mine["active"] == StartedJobRegistry("reports", connection=conn).count == 1
     assert mine["oldest_waiting_age_s"] >= 1.0
-    consumers = Q.consumers(target, queues, stale_after_s=1)
+    consumers = Q.consumers(Q.observe(target, queues, seconds=0))
     row = only(consumers, queue="reports")
-    assert row["live_workers"] == 0 and row["stale_workers"] == 1 and not row["alive"]
+    assert row["live_workers"] == 0 and row["stale_workers"] == 1 and row["verdict"] == "none"
     assert [w.name for w in Worker.all(queue=q)] == ["reports-worker-1"]  # RQ still lists it
     stuck = Q.stuck_jobs(target, queues, stale_after_s=1)
     abandoned = only(stuck, kind="abandoned")
@@ -280,7 +282,8 @@ def test_sidekiq_counts_latency_retries_and_a_stale_process(rd, procs, tmp_path)
     target = R.RedisTarget(rd.url)
     queues = Q.discover_queues(target)
     assert {"default", "mailers"} <= set(queues.loc[queues["system"] == "sidekiq", "queue"])
-    wait_for(lambda: only(Q.consumers(target, queues, stale_after_s=30), queue="default")["alive"], timeout=30)
+    wait_for(lambda: only(Q.consumers(Q.observe(target, queues, seconds=6, samples=2)), queue="default")["alive"],
+             timeout=30)
     server.kill()
     server.wait()
     time.sleep(1.2)
@@ -290,8 +293,8 @@ def test_sidekiq_counts_latency_retries_and_a_stale_process(rd, procs, tmp_path)
     assert mine["waiting"] == lib["mailers"] == 5
     assert mine["retry"] == lib["retry"] == 3 and mine["scheduled"] == lib["scheduled"] == 1
     assert abs(mine["oldest_waiting_age_s"] - lib["latency"]) < 2.0
-    row = only(Q.consumers(target, queues, stale_after_s=1), queue="default")
-    assert not row["alive"] and row["stale_workers"] == 1
+    row = only(Q.consumers(Q.observe(target, queues, seconds=0), stale_after_s=1), queue="default")
+    assert row["verdict"] == "none" and row["stale_workers"] == 1
     failed = Q.failed_reasons(target, queues)
     assert int(failed[failed["reason"].str.startswith("ArgumentError")]["count"].sum()) == 3
     target.close()
@@ -401,49 +404,18 @@ def test_queue_backlog_run_as_a_read_only_acl_user_names_the_stalled_jobs(rd, tm
 
 # --------------------------------------------------------------------------- Bull 3/4 (Node.js)
 
-BULL_SCRIPT = textwrap.dedent("""
-    const Queue = require('bull');
-    const [role, url] = process.argv.slice(2);
-    const q = new Queue('invoices', url, {settings: {lockDuration: 1000, stalledInterval: 3600000}});
-    (async () => {
-      if (role === 'produce') {
-        for (let i = 0; i < 20; i++) await q.add({n: i});
-        for (let i = 0; i < 5; i++) await q.add({n: i}, {priority: 2});
-        await q.add({late: true}, {delay: 200});
-        await q.close();
-      } else if (role === 'work') {
-        q.process(3, () => new Promise(() => {}));
-      } else {
-        console.log(JSON.stringify(await q.getJobCounts()));
-        await q.close();
-      }
-    })().catch(e => { console.error(e); process.exit(1); });
-""")
+def test_bull_counts_match_bull_and_prioritized_jobs_are_not_counted_twice(rd, procs, node_modules):
+    from tests.queue_workloads import Node, kill
 
-
-@pytest.fixture(scope="module")
-def bull_dir(tmp_path_factory):
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("Node.js and npm are needed to make Bull's data with Bull itself")
-    d = tmp_path_factory.mktemp("bull")
-    proc = subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "bull@4"], cwd=d,
-                          capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        pytest.skip(f"npm could not install bull: {proc.stderr.strip()[-200:]}")
-    (d / "bull.js").write_text(BULL_SCRIPT)
-    return d
-
-
-def test_bull_counts_match_bull_and_prioritized_jobs_are_not_counted_twice(rd, procs, bull_dir):
-    subprocess.run(["node", "bull.js", "produce", rd.url], cwd=bull_dir, check=True, timeout=60)
-    worker = subprocess.Popen(["node", "bull.js", "work", rd.url], cwd=bull_dir)
-    procs.append(worker)
+    bull = Node(node_modules, "bull", rd.url)
+    bull.run("add", "invoices", 20)
+    bull.run("add", "invoices", 5, '{"priority": 2}')
+    bull.run("add", "invoices", 1, '{"delay": 200}')
+    worker = bull.start("work", "invoices", "hang", 3, 1000, 3600000)
     active = wait_for(lambda: (lambda a: a if len(a) == 3 else None)(raw(rd.url).lrange("bull:invoices:active", 0, -1)))
-    worker.kill()
-    worker.wait()
+    kill(worker)
     time.sleep(1.3)
-    lib = json.loads(subprocess.run(["node", "bull.js", "counts", rd.url], cwd=bull_dir, capture_output=True,
-                                    text=True, check=True, timeout=60).stdout)
+    lib = bull.counts("invoices")
     target = R.RedisTarget(rd.url)
     queues = Q.discover_queues(target)
     assert list(zip(queues["system"], queues["queue"])) == [("bull", "bull:invoices")]
@@ -486,7 +458,8 @@ def test_redis_near_maxmemory_with_an_evicting_policy_rejected_clients_and_slow_
         assert keyed["redis.memory:used"].severity in (Severity.WARN, Severity.CRIT)  # LRU keeps a margin
         assert keyed["redis.memory:used"].evidence["used_pct"] >= TH.redis_memory_warn_pct
         assert keyed["redis.memory:policy"].severity is Severity.CRIT and "volatile-lru" in keyed["redis.memory:policy"].title
-        clients = {f.key: f for f in rules.redis_clients(R.clients_summary(after), R.info_delta(before, after), TH)}
+        clients = {f.key: f for f in rules.redis_clients(R.clients_summary(after), TH)
+                   + rules.redis_counters(R.info_delta(before, after), TH)}
         assert clients["redis.counters:rejected_connections"].severity is Severity.CRIT
         assert clients["redis.counters:evicted_keys"].severity is Severity.CRIT
         assert clients["redis.clients:maxclients"].severity in (Severity.WARN, Severity.CRIT)

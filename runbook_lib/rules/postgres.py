@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 
-from ..findings import Finding, Severity, Thresholds, duration, from_source_error, ok
-from ..sources import SourceError
+from ..findings import Finding, Severity, Thresholds, duration, from_source_error, ok, rule
+from ..sources import Evidence, SourceError
 
 PLAYBOOK = "Database pressure"
 
@@ -194,16 +195,15 @@ def ddl_progress(progress: pd.DataFrame | SourceError, th: Thresholds) -> list[F
     return out or _ok(check, "No index build or CLUSTER in progress")
 
 
-def idle_in_transaction(sessions: pd.DataFrame | SourceError, th: Thresholds,
-                        tree: pd.DataFrame | SourceError | None = None) -> list[Finding]:
+@rule("pg.idle_in_transaction", playbook=PLAYBOOK,
+      ok=lambda sessions, th, *a: f"No session idle in a transaction past {_secs(th.idle_in_transaction_warn_s)}"
+                                  f" ({len(sessions)} briefly idle)")
+def idle_in_transaction(sessions: pd.DataFrame, th: Thresholds, tree: Evidence | None = None) -> Iterable[Finding]:
     """Sessions idle inside a transaction: long ones, and any that block others."""
     check = "pg.idle_in_transaction"
-    if isinstance(sessions, SourceError):
-        return _err(sessions, check)
     blocking_counts: dict[int, int] = {}
     if isinstance(tree, pd.DataFrame) and not tree.empty:
         blocking_counts = {int(r.pid): int(r.blocked_count) for r in tree.itertuples() if r.blocked_count}
-    out = []
     for r in sessions.itertuples():
         blocked = blocking_counts.get(int(r.pid), 0)
         if blocked:
@@ -215,7 +215,7 @@ def idle_in_transaction(sessions: pd.DataFrame | SourceError, th: Thresholds,
         else:
             continue
         also = f", blocking {blocked} sessions" if blocked else ""
-        out.append(Finding(check, f"pid:{r.pid}", sev,
+        yield (Finding(check, f"pid:{r.pid}", sev,
                            f"pid {r.pid} ({r.application_name or 'no app'}, {r.usename}) idle in transaction "
                            f"for {_secs(r.idle_s)}{also}",
                            detail=f"Transaction open {_secs(r.xact_age_s)}, holds {r.locks_held} locks"
@@ -226,57 +226,46 @@ def idle_in_transaction(sessions: pd.DataFrame | SourceError, th: Thresholds,
                            evidence={"pid": int(r.pid), "application_name": r.application_name, "idle_s": r.idle_s,
                                      "xact_age_s": r.xact_age_s, "locks_held": int(r.locks_held),
                                      "relations": r.relations, "blocking": blocked}))
-    if not out:
-        return _ok(check, f"No session idle in a transaction past {_secs(th.idle_in_transaction_warn_s)}"
-                          f" ({len(sessions)} briefly idle)")
-    return out
 
 
-def long_running_queries(queries: pd.DataFrame | SourceError, th: Thresholds) -> list[Finding]:
+@rule("pg.long_query", playbook=PLAYBOOK, ok=lambda q, th: f"No statement running longer than {_secs(th.long_query_warn_s)}")
+def long_running_queries(queries: pd.DataFrame, th: Thresholds) -> Iterable[Finding]:
     """Statements active past the thresholds (lock waits are reported by the blocking rule)."""
     check = "pg.long_query"
-    if isinstance(queries, SourceError):
-        return _err(queries, check)
-    out = []
     for r in queries.itertuples():
         if r.wait_event_type == "Lock" or r.query_age_s < th.long_query_warn_s:
             continue
         sev = Severity.CRIT if r.query_age_s >= th.long_query_crit_s else Severity.WARN
-        out.append(Finding(check, f"pid:{r.pid}", sev,
+        yield (Finding(check, f"pid:{r.pid}", sev,
                            f"pid {r.pid} ({r.application_name or 'no app'}) has run one statement for {_secs(r.query_age_s)}",
                            detail=_query(r.query, 300),
                            action=f"If it is not expected, SELECT pg_cancel_backend({r.pid}); look at its plan (EXPLAIN) "
                                   "before re-running", playbook=PLAYBOOK,
                            evidence={"pid": int(r.pid), "query_age_s": r.query_age_s, "wait": f"{r.wait_event_type}/{r.wait_event}",
                                      "query": _query(r.query, 300)}))
-    return out or _ok(check, f"No statement running longer than {_secs(th.long_query_warn_s)}")
 
 
-def long_transactions(txns: pd.DataFrame | SourceError, th: Thresholds) -> list[Finding]:
+@rule("pg.long_transaction", playbook=PLAYBOOK,
+      ok=lambda t, th: f"No transaction open longer than {_secs(th.long_transaction_warn_s)}")
+def long_transactions(txns: pd.DataFrame, th: Thresholds) -> Iterable[Finding]:
     """Transactions open past the thresholds (they hold locks and the xmin horizon)."""
     check = "pg.long_transaction"
-    if isinstance(txns, SourceError):
-        return _err(txns, check)
-    out = []
     for r in txns.itertuples():
         if r.xact_age_s < th.long_transaction_warn_s:
             continue
         sev = Severity.CRIT if r.xact_age_s >= th.long_transaction_crit_s else Severity.WARN
-        out.append(Finding(check, f"pid:{r.pid}", sev,
+        yield (Finding(check, f"pid:{r.pid}", sev,
                            f"pid {r.pid} ({r.application_name or 'no app'}) has kept a transaction open for "
                            f"{_secs(r.xact_age_s)} ({r.state})",
                            detail=_query(r.query, 300),
                            action="End the transaction (commit, roll back, or pg_terminate_backend) so vacuum and DDL can proceed",
                            playbook=PLAYBOOK, evidence={"pid": int(r.pid), "xact_age_s": r.xact_age_s, "state": r.state}))
-    return out or _ok(check, f"No transaction open longer than {_secs(th.long_transaction_warn_s)}")
 
 
-def xmin_horizon(holders: pd.DataFrame | SourceError, th: Thresholds) -> list[Finding]:
+@rule("pg.xmin_horizon", playbook=PLAYBOOK, ok="Nothing holds the xmin horizon back unusually")
+def xmin_horizon(holders: pd.DataFrame, th: Thresholds) -> Iterable[Finding]:
     """Backends, slots and prepared transactions holding the xmin horizon back."""
     check = "pg.xmin_horizon"
-    if isinstance(holders, SourceError):
-        return _err(holders, check)
-    out = []
     for r in holders.itertuples():
         age = int(r.xmin_age or 0)
         stale_prepared = r.holder_kind == "prepared_xact" and (r.held_s or 0) >= th.long_transaction_warn_s
@@ -287,12 +276,11 @@ def xmin_horizon(holders: pd.DataFrame | SourceError, th: Thresholds) -> list[Fi
         fix = {"backend": f"end the transaction of pid {r.holder}",
                "replication_slot": f"drop or re-attach slot {r.holder} (SELECT pg_drop_replication_slot('{r.holder}'))",
                "prepared_xact": f"COMMIT PREPARED or ROLLBACK PREPARED '{r.holder}'"}[r.holder_kind]
-        out.append(Finding(check, f"{r.holder_kind}:{r.holder}", sev,
+        yield (Finding(check, f"{r.holder_kind}:{r.holder}", sev,
                            f"{r.holder_kind.replace('_', ' ')} {r.holder} holds the xmin horizon back by {age:,} transactions",
                            detail="Vacuum cannot remove rows newer than this horizon; tables bloat and wraparound nears.",
                            action=fix, playbook=PLAYBOOK,
                            evidence={"holder_kind": r.holder_kind, "holder": r.holder, "xmin_age": age, "held_s": r.held_s}))
-    return out or _ok(check, "Nothing holds the xmin horizon back unusually")
 
 
 def slow_statements(delta: pd.DataFrame | SourceError, th: Thresholds, limit: int = 5) -> list[Finding]:

@@ -51,14 +51,16 @@ class RQ:
             for reg in ("wip", "failed", "finished", "scheduled", "deferred"):
                 pipe.zcard(f"rq:{reg}:{_name(q)}")
             pipe.lindex(q.base, 0)
+        pipe.exists(SUSPENDED_KEY)
         res = pipe.execute(raise_on_error=False)
+        suspended = res[-1] == 1
         rows = []
         for i, q in enumerate(queues):
             part = [None if isinstance(r, Exception) else r for r in res[7 * i:7 * i + 7]]
             waiting, active, failed, finished, scheduled, deferred = ints(part[:6])
             rows.append(depth_row(q, waiting=waiting, active=active, failed=failed, completed=finished,
                                   scheduled=scheduled, waiting_children=deferred, backlog=waiting,
-                                  finished_total=finished + failed))
+                                  is_paused=suspended, finished_total=finished + failed))
             rows[-1]["_head"] = part[6]
         self._oldest_waiting(c, rows)
         return rows
