@@ -2,7 +2,8 @@
 
 Jobs are written in BullMQ's key layout with pipelined writes (making a million jobs through the library
 would take the better part of an hour; the tests check the layout against BullMQ itself). Prints the median
-time of the collection (discover, depths, consumers, stuck jobs, failures, two depth samples, INFO, clients,
+time of the collection (discover, depths, an observation with no wait: two depth samples and the liveness
+evidence at both ends, consumers, draining, stuck jobs, failures, INFO, clients,
 slowlog; memory by key pattern has its own time budget and is timed on its own) and its ratio to a baseline
 measured in the same run: one pipelined LLEN/ZCARD of every state key. Target: collection under 2 s.
 
@@ -59,10 +60,11 @@ def populate(c: redis.Redis, queues: int, jobs: int) -> None:
 def collect(t: R.RedisTarget) -> dict[str, object]:
     info = R.server_info(t)
     queues = Q.discover_queues(t)
+    watched = Q.observe(t, queues, seconds=0, samples=2)
     out: dict[str, object] = {"queues": queues, "memory": R.memory(info), "depths": Q.queue_depths(t, queues),
-                              "consumers": Q.consumers(t, queues), "stuck": Q.stuck_jobs(t, queues),
-                              "failed": Q.failed_reasons(t, queues), "clients": R.clients(t), "slowlog": R.slowlog(t)}
-    out["drains"] = Q.drain_rates(Q.sample_depths(t, queues, seconds=0, samples=2))
+                              "consumers": Q.consumers(watched), "drains": Q.drain_rates(watched),
+                              "stuck": Q.stuck_jobs(t, queues), "failed": Q.failed_reasons(t, queues),
+                              "clients": R.clients(t), "slowlog": R.slowlog(t)}
     after = R.server_info(t)
     out["delta"] = R.info_delta(info, after)
     return out

@@ -40,6 +40,28 @@ def test_connection_saturation_counts_sessions_by_app_against_usable(db, session
     assert Severity.WARN in sev
 
 
+def test_own_statements_and_sessions_stay_out_of_the_picture(db, sessions):
+    second = pg.Database(db._dsn)  # another diagnostic session (a second notebook, a watch loop), left open
+    assert isinstance(pg.connection_saturation(second), pd.DataFrame)
+    app = sessions.open("billing-api")
+    app.execute("SELECT count(*) FROM pg_class")
+    before = pg.statements(db)
+    for _ in range(3):
+        pg.connection_saturation(db), pg.blocking_tree(db), pg.wraparound_risk(db), pg.lock_queue(db)
+    after = pg.statements(db)
+    delta = pg.statement_delta(before, after)
+    # every statement the diagnostics role ran is the tool's own: none may show, cumulative or sampled
+    assert after[after["usename"] == "runbook_monitor"].empty, after[after["usename"] == "runbook_monitor"]["query"]
+    assert delta[delta["usename"] == "runbook_monitor"].empty
+    assert not after["query"].str.contains("runbook-diagnostics|set_config\\('statement_timeout'", regex=True).any()
+    assert (after["usename"] == "runbook_admin").any()  # the application's statements are there
+    conns = pg.connection_saturation(db)
+    assert int(conns["sessions"].sum()) == conns.attrs["in_use"]  # the breakdown adds up to the count
+    assert conns.attrs["own_sessions"] >= 2 and "runbook-diagnostics" not in set(conns["application_name"])
+    assert "billing-api" in set(conns["application_name"])
+    second.close()
+
+
 def test_blocking_tree_lock_queue_and_idle_blocker_from_staged_migration(db, sandbox):
     staged = stage_database_pressure(sandbox.postgres, readers=3, slow_statements=False)
     try:
@@ -285,10 +307,19 @@ def test_sequence_near_exhaustion_of_an_integer_column_is_critical(db, sessions)
     assert f.severity is Severity.CRIT and "bigint" in f.action
 
 
-def test_wraparound_ages_cover_databases_and_toast_tables(db):
-    wrap = pg.wraparound_risk(db)
-    assert {"database", "toast"} <= set(wrap["scope"])
-    assert wrap[wrap["scope"] == "toast"]["toast_of"].notna().all()
+def test_wraparound_ages_cover_databases_and_fold_toast_into_its_table(db):
+    wrap = pg.wraparound_risk(db, limit=10000)
+    assert set(wrap["scope"]) == {"database", "table"}  # no TOAST relation listed on its own
+    tables = wrap[wrap["scope"] == "table"]
+    assert not tables["name"].str.contains("pg_toast").any() and tables["name"].is_unique
+    assert set(tables["oldest_part"]) <= {"table", "toast"}
+    with psycopg.connect(db._dsn, autocommit=True) as c:  # a table's age is the older of its own and its TOAST's
+        rel, own, toast = c.execute("""
+            SELECT t.oid::regclass::text, age(t.relfrozenxid), age(x.relfrozenxid) FROM pg_class t
+            JOIN pg_class x ON x.oid = t.reltoastrelid WHERE t.relkind = 'r' AND t.oid::regclass::text = 'pg_proc'
+        """).fetchone()
+    row = tables[tables["name"] == rel].iloc[0]
+    assert row["xid_age"] >= max(own, toast) - 1000
     th = Thresholds.from_mapping({"wraparound_warn_pct": 0.0, "wraparound_crit_pct": 100})
     assert any(f.check == "pg.wraparound" for f in rules.vacuum(pg.autovacuum_activity(db), wrap, th))
 

@@ -32,9 +32,9 @@ class BullEvidence:
 
     workers: tuple[Client, ...] | None  # connections named for the queue's workers; None: CLIENT LIST refused
     stalled_check_ms: int | None        # PTTL of stalled-check (None when absent)
-    locks: int                          # of the first active jobs, how many hold a lock
+    locks: int                          # of the ten oldest active jobs, how many hold a lock
     active: int
-    oldest_active_s: float | None       # longest-running of the first active jobs
+    oldest_active_s: float | None       # longest-running of the active jobs
     limiter_ms: int | None              # PTTL of the rate limiter key while it is engaged
     paused: bool
     last_event: str | None              # id of the newest entry in the events stream (BullMQ only)
@@ -124,23 +124,32 @@ class BullMQ:
 
     def snapshot(self, c: redis_lib.Redis, queues: list[Queue], moment: Moment,
                  previous: dict[Queue, Any] | None) -> dict[Queue, BullEvidence]:
+        """Two round trips whatever the number of queues: the queues' keys, then their active jobs' locks."""
         pipe = c.pipeline(transaction=False)
         for q in queues:
             pipe.pttl(f"{q.base}:stalled-check"), pipe.pttl(f"{q.base}:limiter")
-            pipe.lrange(f"{q.base}:active", 0, 49), pipe.llen(f"{q.base}:active")
+            pipe.lrange(f"{q.base}:active", -10, -1), pipe.llen(f"{q.base}:active")  # the oldest active jobs
             self._paused_command(pipe, q.base)
+            before = previous.get(q) if previous else None
+            if not self.has_events:
+                pipe.echo("")
+            elif before is None or before.last_event is None:
+                pipe.xrevrange(f"{q.base}:events", count=1)
+            else:
+                pipe.xrange(f"{q.base}:events", min=before.last_event, count=EVENTS_READ_LIMIT)
         res = pipe.execute(raise_on_error=False)
+        heads = [[] if isinstance(h, Exception) else h or [] for h in res[2::6]]
+        locks = self._locks(c, queues, heads)
         out = {}
         for i, q in enumerate(queues):
-            check, limiter, head, active, paused = res[5 * i:5 * i + 5]
-            locks, oldest = self._locks(c, q.base, [] if isinstance(head, Exception) else head or [])
+            check, limiter, _, active, paused, events = res[6 * i:6 * i + 6]
             before = previous.get(q) if previous else None
-            newest, events = self._events(c, q.base, before.last_event if before is not None else None)
+            newest, count = self._events(events, before.last_event if before is not None else None)
             out[q] = BullEvidence(
-                workers=workers_of(q.base, moment.clients), stalled_check_ms=_ttl(check), locks=locks,
-                active=0 if isinstance(active, Exception) else int(active or 0), oldest_active_s=oldest,
+                workers=workers_of(q.base, moment.clients), stalled_check_ms=_ttl(check), locks=locks[i][0],
+                active=0 if isinstance(active, Exception) else int(active or 0), oldest_active_s=locks[i][1],
                 limiter_ms=_ttl(limiter), paused=self._is_paused(paused), last_event=newest,
-                worker_events=events if before is not None else None)
+                worker_events=count if before is not None else None)
         return out
 
     def _paused_command(self, pipe: Any, b: str) -> None:
@@ -149,31 +158,31 @@ class BullMQ:
     def _is_paused(self, value: Any) -> bool:
         return value in ("1", 1, "true")
 
-    def _locks(self, c: redis_lib.Redis, base: str, head: list[str]) -> tuple[int, float | None]:
-        if not head:
-            return 0, None
+    def _locks(self, c: redis_lib.Redis, queues: list[Queue], heads: list[list[str]]) -> list[tuple[int, float | None]]:
+        """Per queue: how many of its oldest active jobs hold a lock, and how long the oldest has run."""
         pipe = c.pipeline(transaction=False)
-        for j in head:
-            pipe.exists(f"{base}:{j}:lock")
-            pipe.hget(f"{base}:{j}", "processedOn")
-        res = pipe.execute(raise_on_error=False)
-        locks = sum(1 for r in res[0::2] if r == 1)
-        started = [int(r) for r in res[1::2] if r and not isinstance(r, Exception)]
-        return locks, (max(now_ms() - min(started), 0) / 1000.0) if started else None
+        for q, head in zip(queues, heads):
+            for j in head:
+                pipe.exists(f"{q.base}:{j}:lock")
+                pipe.hget(f"{q.base}:{j}", "processedOn")
+        res = pipe.execute(raise_on_error=False) if any(heads) else []
+        out, i, now = [], 0, now_ms()
+        for head in heads:
+            part, i = res[i:i + 2 * len(head)], i + 2 * len(head)
+            started = [int(r) for r in part[1::2] if r and not isinstance(r, Exception)]
+            out.append((sum(1 for r in part[0::2] if r == 1),
+                        (max(now - min(started), 0) / 1000.0) if started else None))
+        return out
 
-    def _events(self, c: redis_lib.Redis, base: str, since: str | None) -> tuple[str | None, int | None]:
-        """(newest event id, worker-side events after ``since``) from the queue's events stream, bounded."""
-        if not self.has_events:
+    def _events(self, entries: Any, since: str | None) -> tuple[str | None, int | None]:
+        """(newest event id, worker-side events after ``since``) from an XREVRANGE/XRANGE answer of the queue's
+        events stream (an error: a key of another type, or none when the library keeps no stream)."""
+        if not self.has_events or isinstance(entries, Exception):
             return None, None
-        try:
-            if since is None:
-                newest = c.xrevrange(f"{base}:events", count=1)
-                return (newest[0][0] if newest else "0-0"), None
-            entries = [e for e in c.xrange(f"{base}:events", min=since, count=EVENTS_READ_LIMIT) if e[0] != since]
-        except redis_lib.ResponseError:  # a key of another type
-            return None, None
-        count = sum(1 for _, fields in entries if fields.get("event") in WORKER_EVENTS)
-        return (entries[-1][0] if entries else since), count
+        if since is None:
+            return (entries[0][0] if entries else "0-0"), None
+        later = [e for e in entries if e[0] != since]
+        return (later[-1][0] if later else since), sum(1 for _, f in later if f.get("event") in WORKER_EVENTS)
 
     def liveness(self, queue: Queue, first: BullEvidence, last: BullEvidence, progress: Progress | None,
                  stale_after_s: float) -> Liveness:
