@@ -164,29 +164,19 @@ def load_routes(path: str | Path | None = None) -> list[Route]:
         raise ConfigError(f"cannot read alert routes {p}: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    from .models import RoutesFile, validate
+
+    model = validate(RoutesFile, data, p)  # unknown keys (enviroment:) name the nearest valid key
     routes = []
-    for i, r in enumerate(data.get("routes") or []):
-        where = f"{p.name}: routes[{i}]"
-        if not isinstance(r, dict):
-            raise ConfigError(f"{where}: must be a mapping")
-        for key in ("notebook", "match"):
-            if key not in r:
-                raise ConfigError(f"{where} ({r.get('name', '?')}): missing '{key}'")
-        if not isinstance(r["match"], dict) or not r["match"]:
-            raise ConfigError(f"{where}: match must be a non-empty mapping of label to value")
-        for v in r["match"].values():
-            if str(v).startswith("~"):
+    for i, r in enumerate(model.routes):  # type: ignore[attr-defined]
+        for v in r.match.values():
+            if v.startswith("~"):
                 try:
-                    re.compile(str(v)[1:])
+                    re.compile(v[1:])
                 except re.error as e:
-                    raise ConfigError(f"{where}: bad regular expression {v!r}: {e}") from None
-        params = r.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise ConfigError(f"{where}: parameters must be a mapping")
-        routes.append(Route(str(r.get("name") or f"route-{i}"), {str(k): str(v) for k, v in r["match"].items()},
-                            str(r["notebook"]), str(r.get("environment", "local")), params, str(r.get("incident", ""))))
-    if not routes:
-        raise ConfigError(f"{p}: no routes")
+                    raise ConfigError(f"{p.name}: routes.{i}.match: bad regular expression {v!r}: {e}") from None
+        routes.append(Route(r.name or f"route-{i}", dict(r.match), r.notebook, r.environment, dict(r.parameters),
+                            r.incident))
     return routes
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunbookError
+from .findings import Finding, Severity, load_findings, worst
 from .redact import REDACTED, redact
 
 ARCHIVE_ENV = "RUNBOOK_ARCHIVE"
@@ -280,12 +281,14 @@ class Record:
         """``<incident>/<record dir>``: how commands name a record."""
         return f"{self.path.parent.name}/{self.path.name}"
 
-    def findings(self) -> list[dict[str, Any]]:
-        try:
-            data = json.loads((self.path / "findings.json").read_text())
-            return data if isinstance(data, list) else []
-        except (OSError, ValueError):
-            return []
+    def findings(self) -> list[Finding]:
+        """The record's findings, most urgent first."""
+        return load_findings(self.path / "findings.json")
+
+    @property
+    def worst(self) -> Severity:
+        """The most urgent severity the run recorded."""
+        return worst(self.findings())
 
 
 def load_record(path: Path) -> Record:
@@ -305,6 +308,11 @@ def records(root: Path, incident_id: str | None = None) -> list[Record]:
         except RunbookError:
             continue
     return sorted(out, key=lambda r: (r.started_at, r.path.name))
+
+
+def is_incident(root: Path, ref: str) -> bool:
+    """``ref`` names an incident folder of the archive (not a record)."""
+    return bool(_INCIDENT_RE.match(ref)) and (root / ref).is_dir() and not (root / ref / "run.json").is_file()
 
 
 def resolve_record(root: Path, ref: str) -> Record:
@@ -362,6 +370,55 @@ def prune(root: Path, older_than_s: float, *, dry_run: bool = True) -> list[Path
             if p.parent.is_dir() and not any(p.parent.iterdir()):
                 p.parent.rmdir()
     return old
+
+
+NOTES_FILE = "notes.jsonl"
+
+
+@dataclass(frozen=True)
+class Note:
+    """A human timeline entry: when it happened (not when it was typed), what, and when it was written."""
+
+    at: datetime
+    text: str
+    written_at: datetime
+
+
+def add_note(root: Path, incident_id: str, text: str, at: datetime | None = None) -> Note:
+    """Append a note to ``<archive>/<incident>/notes.jsonl`` (redacted, one line, fsynced); nothing is rewritten."""
+    validate_incident_id(incident_id)
+    text = " ".join(redact(str(text)).split())
+    if not text:
+        raise RunbookError("a note needs some text")
+    now = datetime.now(timezone.utc)
+    note = Note((at or now).astimezone(timezone.utc), text[:2000], now)
+    path = root / incident_id / NOTES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"at": note.at.isoformat(), "text": note.text, "written_at": note.written_at.isoformat()})
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return note
+
+
+def read_notes(root: Path, incident_id: str) -> list[Note]:
+    """The incident's notes in incident time (unreadable lines skipped)."""
+    path = root / incident_id / NOTES_FILE
+    out = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            d = json.loads(line)
+            out.append(Note(datetime.fromisoformat(d["at"]), str(d["text"]), datetime.fromisoformat(d["written_at"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return sorted(out, key=lambda n: n.at)
 
 
 def write_incident_file(root: Path, incident_id: str, relative: str, text: str) -> Path:

@@ -14,9 +14,8 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .findings import SEVERITY_COLOURS
 from .sources import SourceError
-
-SEVERITY_COLOURS = {"crit": "#b00020", "error": "#6a1b9a", "warn": "#c77700", "info": "#1565c0", "ok": "#2e7d32"}
 STATE_COLOURS = {"active": "#1565c0", "idle": "#9e9e9e", "idle in transaction": "#c77700",
                  "idle in transaction (aborted)": "#b00020", "(hidden)": "#424242"}
 
@@ -314,30 +313,43 @@ def breakdown(counts: pd.DataFrame, changes: pd.DataFrame | SourceError | None =
     return Chart(title, fig)
 
 
-def findings_timeline(timeline: pd.DataFrame, runs: pd.DataFrame | None = None, limit: int = 25) -> Chart:
-    """One bar per finding from first to last seen (to resolved when seen clear), runs marked on the axis."""
-    title = "Findings over the incident"
-    if (c := _unavailable(title, timeline)) is not None:
+def incident_timeline(events: pd.DataFrame, findings: pd.DataFrame | None = None, limit: int = 25) -> Chart:
+    """The incident in its own time: one bar per finding from first seen to resolved (or last seen), changes and
+    error onsets as vertical lines, alerts and notes as markers on the top row, runs as grey ticks. The axis spans
+    the incident from its first sign in the evidence, not the minutes the notebooks ran."""
+    title = "The incident over time"
+    if (c := _unavailable(title, events)) is not None:
         return c
-    t = timeline.head(limit).iloc[::-1].reset_index(drop=True)
-    fig = Figure(figsize=(11, 0.38 * len(t) + 1.6))
-    ax = fig.subplots()
+    if events.empty:
+        return Chart(title, None, "nothing recorded yet")
     import matplotlib.dates as mdates
 
-    def num(ts: pd.Timestamp) -> float:
-        return float(mdates.date2num(ts.tz_convert("UTC").tz_localize(None)))
+    def num(ts: Any) -> float:
+        return float(mdates.date2num(pd.Timestamp(ts).tz_convert("UTC").tz_localize(None)))
+    t = (findings if findings is not None else pd.DataFrame()).head(limit).iloc[::-1].reset_index(drop=True)
+    fig = Figure(figsize=(11, 0.38 * len(t) + 2.2))
+    ax = fig.subplots()
     for i, r in t.iterrows():
         start = num(r["first_seen"])
         end = num(r["resolved_at"]) if pd.notna(r["resolved_at"]) else num(r["last_seen"])
         ax.barh(i, max(end - start, 1 / 1440 / 4), left=start, color=SEVERITY_COLOURS.get(r["worst"], "#757575"))
         if pd.notna(r["resolved_at"]):
-            ax.plot([end], [i], marker="|", color="#2e7d32", markersize=12)
-    ax.set_yticks(range(len(t)), [_text(x, 70) for x in t["title"]], fontsize=7)
-    if runs is not None and len(runs):
-        for ts in pd.to_datetime(runs["started_at"], utc=True):
-            ax.axvline(num(ts), color="#bdbdbd", lw=0.6, zorder=0)
+            ax.plot([end], [i], marker="|", color=SEVERITY_COLOURS["ok"], markersize=12)
+    top = len(t)
+    styles = {"change": ("#424242", "--", "change"), "onset": ("#b00020", ":", "error onset")}
+    for kind, (colour, dash, label) in styles.items():
+        for k, e in enumerate(events[events["kind"] == kind].itertuples()):
+            ax.axvline(num(e.at), color=colour, ls=dash, lw=1.2, label=label if k == 0 else None)
+    for kind, marker, colour in (("alert", "v", "#c77700"), ("note", "D", "#1565c0")):
+        pts = events[events["kind"] == kind]
+        if len(pts):
+            ax.scatter([num(x) for x in pts["at"]], [top] * len(pts), marker=marker, color=colour, label=kind, zorder=3)
+    for ts in events.loc[events["kind"] == "run", "at"]:
+        ax.axvline(num(ts), color="#bdbdbd", lw=0.6, zorder=0)
+    ax.set_yticks(list(range(len(t))) + [top], [_text(x, 70) for x in t["title"]] + ["alerts, notes"], fontsize=7)
     ax.xaxis_date()
-    ax.set_title(title + " (UTC; grey lines are runs, green ticks resolutions)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title + " (UTC; grey lines are diagnostic runs, green ticks resolutions)", fontsize=10)
     fig.autofmt_xdate()
     return Chart(title, fig)
 

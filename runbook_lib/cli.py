@@ -9,10 +9,11 @@ import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from .errors import RunbookError
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,26 +37,64 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_notebook
 
     result = run_notebook(args.notebook, args.incident, environment=args.env, env_file=args.env_file,
-                          parameters=_key_values(args.p), archive_dir=args.archive, cell_timeout=args.cell_timeout)
+                          parameters=_key_values(args.p), archive_dir=args.archive, cell_timeout=args.cell_timeout,
+                          progress=sys.stderr.isatty())
     _print_result(result)
     if result.status != "ok":
         print(f"runbook: run failed: {result.reason} (record: {result.record})", file=sys.stderr)
         return EXIT_RUN_FAILED
+    return _fail_on(args.fail_on, [result])
+
+
+def _fail_on(threshold: str | None, results: list[Any]) -> int:
+    """EXIT_FINDINGS when any run found something at least as urgent as ``threshold`` (crit, error or warn)."""
+    from .findings import Severity
+
+    if not threshold:
+        return EXIT_OK
+    limit = Severity(threshold).rank
+    hit = [r for r in results if r.worst.rank <= limit]
+    if hit:
+        print(f"runbook: --fail-on {threshold}: worst finding is {hit[0].worst.value}", file=sys.stderr)
+        return EXIT_FINDINGS
     return EXIT_OK
 
 
-def _print_result(result: object) -> None:
-    from .runner import RunResult
+def verdict(findings: list[Any]) -> str:
+    """What the findings add up to, in one line; a completed run is not an all-clear unless its checks say so."""
+    from .findings import Severity, counts
 
-    assert isinstance(result, RunResult)
-    ranked = sorted(result.findings, key=lambda f: ["crit", "error", "warn", "info", "ok"].index(f["severity"]))
-    for f in ranked:
-        if f["severity"] != "ok":
-            print(f"[{f['severity'].upper():5}] {f['title']}\n        -> {f['action']}")
-    ok = sum(1 for f in ranked if f["severity"] == "ok")
-    print(f"{ok} checks clear. Status: {result.status}.")
-    print(f"record: {result.record}")
-    print(f"report: {result.report}")
+    tally = counts(findings)
+    active = [f for f in findings if f.severity.active]
+    if not findings:
+        return "Verdict: UNKNOWN: no check reported anything"
+    if Severity.CRIT.value in tally:
+        return f"Verdict: CRITICAL: {len(active)} to act on; worst: {active[0].title}"
+    if Severity.ERROR.value in tally:
+        return (f"Verdict: INCOMPLETE: {tally['error']} check(s) could not collect their evidence, so what they cover "
+                f"is unknown{'; ' + str(len(active) - tally['error']) + ' more to act on' if len(active) > tally['error'] else ''}")
+    if Severity.WARN.value in tally:
+        return f"Verdict: WARNING: {len(active)} to act on; worst: {active[0].title}"
+    return f"Verdict: nothing wrong found by the {tally.get('ok', 0) + tally.get('info', 0)} checks that reported"
+
+
+def _print_result(result: Any) -> None:
+    """Counts by severity and the verdict first, then each finding to act on with its next action, then the record.
+    "Run completed" says the notebook finished; the verdict says what it found."""
+    from .findings import counts
+
+    fs = result.findings
+    tally = counts(fs)
+    nb, incident = result.record.name.split("-", 1)[-1], result.record.parent.name
+    state = "run completed" if result.status == "ok" else f"run FAILED: {result.reason}"
+    print(f"{nb} for incident {incident}: {state}")
+    print("Found: " + (", ".join(f"{n} {sev}" for sev, n in tally.items()) or "no findings"))
+    print(verdict(fs))
+    for f in fs:
+        if f.severity.active:
+            print(f"[{f.severity.value.upper():5}] {f.title}\n        -> {f.action}")
+    print(f"record: {result.record.as_uri()}")
+    print(f"report: {result.report.as_uri()}")
     if result.remote:
         print(f"archived to: {result.remote}/")
 
@@ -74,60 +113,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from . import sandbox
-    from .runner import run_notebook
-    from .sandbox_queues import stage_queue_backlog
-    from .sandbox_services import stage_auth_incident
+    from .demo import run_demo
 
-    incident = args.incident or f"demo-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
-    print("starting a sandbox PostgreSQL and Redis ...", flush=True)
-    results = []
-    with sandbox.Sandbox.start() as sb:
-        os.environ.update(sb.env())
-        try:
-            print("staging a database-pressure incident: a migration's ALTER TABLE queued behind an "
-                  "idle-in-transaction session, reads piling up behind it, slow reports running ...", flush=True)
-            staged = sandbox.stage_database_pressure(sb.postgres)
-            try:
-                print(f"running database_pressure for incident {incident} ...", flush=True)
-                results.append(run_notebook("database_pressure", incident, environment="local",
-                                            parameters={"sample_seconds": str(args.sample_seconds)},
-                                            archive_dir=args.archive))
-            finally:
-                staged.stop()
-            print("staging a queue backlog: BullMQ 'emails' whose worker was killed mid-job (stalled jobs) while "
-                  "a producer keeps adding, 'webhooks' failing every job ...", flush=True)
-            queues = stage_queue_backlog(sb.redis.url)
-            try:
-                print(f"running queue_backlog for incident {incident} ...", flush=True)
-                results.append(run_notebook("queue_backlog", incident, environment="local",
-                                            parameters={"sample_seconds": str(args.sample_seconds), "samples": "4"},
-                                            archive_dir=args.archive))
-            finally:
-                queues.stop()
-            print("staging an authentication incident: identity deploy v2.4.0 breaks JWT verification (a 401 "
-                  "spike in its logs, its /health failing), the Next.js portal failing session refreshes ...",
-                  flush=True)
-            with tempfile.TemporaryDirectory(prefix="runbook-demo-services-") as tmp:
-                services = stage_auth_incident(Path(tmp))
-                os.environ.update(services.secrets)
-                try:
-                    for nb in ("auth_failures", "portal_outage"):
-                        print(f"running {nb} for incident {incident} ...", flush=True)
-                        results.append(run_notebook(nb, incident, env_file=str(services.env_file),
-                                                    archive_dir=args.archive))
-                finally:
-                    services.stop()
-                    for k in services.secrets:
-                        os.environ.pop(k, None)
-        finally:
-            for k in sb.env():
-                os.environ.pop(k, None)
-    for result in results:
+    outcome = run_demo(args.archive, args.incident, args.sample_seconds, say=lambda m: print(m, flush=True))
+    triage = outcome.results[0]
+    print("\nTriage ranked what to run next:")
+    ranked = [f for f in triage.findings if f.check == "triage.next"]
+    for i, f in enumerate(ranked, 1):
+        print(f"  {i}. [{f.severity.value.upper()}] {f.title}")
+    for result in outcome.results:
         print()
         _print_result(result)
-    print("\nOpen the report.html files above in a browser, or the notebook.ipynb beside them in JupyterLab.")
-    return EXIT_OK if all(r.status == "ok" for r in results) else EXIT_RUN_FAILED
+    print(f"\narchive site: {outcome.site_index.as_uri() if outcome.site_index else '-'}")
+    print(f"status update (saved as {outcome.status_path}):\n")
+    print(outcome.status_update)
+    return EXIT_OK if all(r.status == "ok" for r in outcome.results) else EXIT_RUN_FAILED
 
 
 def _cmd_check_env(args: argparse.Namespace) -> int:
@@ -164,6 +164,8 @@ def _print_compare(df: object) -> None:
         print("no findings to act on in either run")
     for r in df.itertuples():
         print(f"{r.change:10} {r.before:>5} -> {r.after:<5} {r.title}")
+        if r.change == "unknown":
+            print(f"           not known to be resolved: {r.why}")
         if r.change == "persisting" and r.evidence_before != r.evidence_after:
             print(f"           before: {_short(r.evidence_before)}\n           after:  {_short(r.evidence_after)}")
 
@@ -179,11 +181,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from . import archive, timeline
 
     root = archive.archive_root(args.archive)
-    a, b = archive.resolve_record(root, args.run_a), archive.resolve_record(root, args.run_b)
-    if a.started_at > b.started_at:
-        a, b = b, a
-    print(f"{a.run_id} ({a.started_at:%H:%M:%S}) -> {b.run_id} ({b.started_at:%H:%M:%S})")
+    a = archive.resolve_record(root, args.run_a)
+    if archive.is_incident(root, args.run_b):
+        b = timeline.later_run_of(archive.records(root, args.run_b), a)
+    else:
+        b = archive.resolve_record(root, args.run_b)
+        if a.started_at > b.started_at:
+            a, b = b, a
+    print(f"{a.notebook}: {a.run_id} ({a.started_at:%H:%M:%S}) -> {b.run_id} ({b.started_at:%H:%M:%S})")
     _print_compare(timeline.compare(a, b))
+    return EXIT_OK
+
+
+def _cmd_note(args: argparse.Namespace) -> int:
+    from . import archive
+    from .config import parse_time
+
+    root = archive.archive_root(args.archive)
+    note = archive.add_note(root, args.incident, args.text, parse_time(args.at) if args.at else None)
+    print(f"noted for {args.incident} at {note.at:%Y-%m-%d %H:%M:%S} UTC: {note.text}")
     return EXIT_OK
 
 
@@ -208,7 +224,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             _print_compare(timeline.compare(previous, current))
         previous = current
         if args.until_clear and timeline.is_clear(current):
-            print("clear: no warn, crit or error finding")
+            print("clear: the run completed, its checks reported, none is warn, crit or error")
             return EXIT_OK
         if _time.monotonic() + every > deadline:
             print(f"runbook: watch timed out after {args.timeout} without clearing", file=sys.stderr)
@@ -226,7 +242,8 @@ def _cmd_status_update(args: argparse.Namespace) -> int:
     recs = archive.records(root, args.incident)
     if not recs:
         raise RunbookError(f"no records for incident {args.incident!r} under {root}")
-    text = timeline.status_update(args.incident, recs, next_update=timedelta(seconds=_duration(args.next_update)))
+    text = timeline.status_update(args.incident, recs, archive.read_notes(root, args.incident),
+                                  next_update=timedelta(seconds=_duration(args.next_update)))
     path = archive.write_incident_file(root, args.incident,
                                        f"status-updates/{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.md", text)
     print(text)
@@ -250,9 +267,10 @@ def _cmd_archive(args: argparse.Namespace) -> int:
         print(f"{r.run_id}: {r.notebook} for {r.incident_id}, {r.status}, started {r.started_at:%Y-%m-%d %H:%M:%S} UTC")
         if r.run.get("reason"):
             print(f"reason: {r.run['reason']}")
-        for f in sorted(r.findings(), key=lambda f: timeline_rank(f["severity"])):
-            print(f"[{f['severity'].upper():5}] {f['title']}" + (f"\n        -> {f['action']}" if f.get("action") and
-                                                                f["severity"] != "ok" else ""))
+        print(verdict(r.findings()))
+        for f in r.findings():
+            print(f"[{f.severity.value.upper():5}] {f.title}" + (f"\n        -> {f.action}" if f.action and
+                                                                 f.severity.active else ""))
         print(f"report: {r.path / 'report.html'}")
         return EXIT_OK
     if args.archive_command == "verify":
@@ -274,10 +292,6 @@ def _cmd_archive(args: argparse.Namespace) -> int:
         print(f"{len(old)} records older than {args.older_than}")
         return EXIT_OK
     raise RunbookError(f"unknown archive command {args.archive_command}")
-
-
-def timeline_rank(sev: str) -> int:
-    return {"crit": 0, "error": 1, "warn": 2, "info": 3, "ok": 4}.get(sev, 9)
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
@@ -359,6 +373,15 @@ def _cmd_check_alerts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from .models import schema
+
+    print(json.dumps(schema(args.which), indent=2))
+    return EXIT_OK
+
+
 def _cmd_kernel(args: argparse.Namespace) -> int:
     from .kernel import ensure_kernelspec
 
@@ -379,21 +402,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", action="append", default=[], metavar="KEY=VALUE", help="notebook parameter (repeatable)")
     run.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
     run.add_argument("--cell-timeout", type=int, default=300, help="seconds one cell may run (default 300)")
+    run.add_argument("--fail-on", choices=["crit", "error", "warn"],
+                     help=f"exit {EXIT_FINDINGS} when a finding is at least this urgent (for automation)")
     run.set_defaults(func=_cmd_run)
+
+    note = sub.add_parser("note", help="add a human entry to the incident's timeline")
+    note.add_argument("incident")
+    note.add_argument("text")
+    note.add_argument("--at", help="when it happened (ISO 8601 UTC or relative like -10m; default now)")
+    note.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
+    note.set_defaults(func=_cmd_note)
 
     ls = sub.add_parser("list", help="show notebooks, their parameters, and environments")
     ls.set_defaults(func=_cmd_list)
 
-    demo = sub.add_parser("demo", help="start a sandbox, stage database-pressure, queue-backlog and "
-                                       "authentication incidents, run the notebooks and archive the records")
+    demo = sub.add_parser("demo", help="start a sandbox, stage database-pressure, queue-backlog and authentication "
+                                       "incidents at once, run triage and what it recommends, write the archive site "
+                                       "and a status update")
     demo.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
     demo.add_argument("--incident", help="incident id (default demo-<UTC time>)")
     demo.add_argument("--sample-seconds", type=float, default=3.0, help="sampling interval (default 3)")
     demo.set_defaults(func=_cmd_demo)
 
-    cmp_ = sub.add_parser("compare", help="what was resolved, is new, or persists between two runs")
+    cmp_ = sub.add_parser("compare", help="what was resolved, is new, persists or is unknown between two runs of "
+                                          "one notebook")
     cmp_.add_argument("run_a", help="record path, INCIDENT/RECORD, or INCIDENT (its latest run)")
-    cmp_.add_argument("run_b")
+    cmp_.add_argument("run_b", help="a later record of the same notebook, or INCIDENT: its latest run of run_a's notebook")
     cmp_.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
     cmp_.set_defaults(func=_cmd_compare)
 
@@ -461,6 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-env", help="validate an environment file (targets, log sources, changes)")
     check.add_argument("environment", help="a name under params/environments/ or a path")
     check.set_defaults(func=_cmd_check_env)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of environment files or alert routes")
+    schema.add_argument("which", choices=["env", "alerts"])
+    schema.set_defaults(func=_cmd_schema)
 
     kernel = sub.add_parser("kernel-install", help="install the 'runbook' Jupyter kernel spec for this Python")
     kernel.set_defaults(func=_cmd_kernel)

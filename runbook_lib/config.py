@@ -141,9 +141,9 @@ def load_environment(name_or_path: str) -> Environment:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     _reject_inline_secrets(data, path, [])
-    for section in ("postgres", "redis", "services", "thresholds"):
-        if section in data and not isinstance(data[section], dict):
-            raise ConfigError(f"{path}: '{section}' must be a mapping")
+    from .models import EnvironmentFile, validate
+
+    validate(EnvironmentFile, data, path)  # unknown keys and wrong shapes: one line naming the nearest valid key
     name = path.stem
     return Environment(
         name=name,

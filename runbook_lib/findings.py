@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,8 +41,45 @@ class Severity(str, Enum):
 
     @property
     def rank(self) -> int:
-        """Sort order, most urgent first: crit, error, warn, info, ok."""
-        return {"crit": 0, "error": 1, "warn": 2, "info": 3, "ok": 4}[self.value]
+        """Sort order, most urgent first: crit, error, warn, info, ok. The one order every reader uses."""
+        return _RANK[self.value]
+
+    @property
+    def active(self) -> bool:
+        """Something to act on (or evidence missing): crit, error or warn."""
+        return self.rank <= _RANK["warn"]
+
+    @property
+    def colour(self) -> str:
+        """The colour every view gives this severity (notebook summary, charts, reports, the archive site)."""
+        return SEVERITY_COLOURS[self.value]
+
+    @classmethod
+    def ranked(cls) -> list[Severity]:
+        """Every severity, most urgent first."""
+        return sorted(cls, key=lambda s: s.rank)
+
+
+_RANK = {"crit": 0, "error": 1, "warn": 2, "info": 3, "ok": 4}
+SEVERITY_COLOURS = {"crit": "#b00020", "error": "#6a1b9a", "warn": "#c77700", "info": "#1565c0", "ok": "#2e7d32"}
+
+
+def ranked(findings: Iterable[Finding]) -> list[Finding]:
+    """Findings most urgent first (then by check and subject): the order every reader shows them in."""
+    return sorted(findings, key=lambda f: (f.severity.rank, f.check, f.subject))
+
+
+def worst(findings: Iterable[Finding]) -> Severity:
+    """The most urgent severity among ``findings`` (ok when there are none)."""
+    return min((f.severity for f in findings), key=lambda s: s.rank, default=Severity.OK)
+
+
+def counts(findings: Iterable[Finding]) -> dict[str, int]:
+    """How many findings of each severity, most urgent first, severities with none left out."""
+    tally = {s.value: 0 for s in Severity.ranked()}
+    for f in findings:
+        tally[f.severity.value] += 1
+    return {k: v for k, v in tally.items() if v}
 
 
 # The playbook's "Stabilize" actions (../shared/playbook.md), quoted so every finding can cite its row.
@@ -293,12 +330,11 @@ class Report:
     @property
     def findings(self) -> list[Finding]:
         """All findings, most urgent first."""
-        return sorted(self._by_key.values(), key=lambda f: (f.severity.rank, f.check, f.subject))
+        return ranked(self._by_key.values())
 
     def worst(self) -> Severity:
         """The most urgent severity recorded (ok when nothing was found)."""
-        fs = self.findings
-        return fs[0].severity if fs else Severity.OK
+        return worst(self._by_key.values())
 
     def frame(self) -> pd.DataFrame:
         """Findings as a table: severity, title, action, key."""
@@ -339,7 +375,6 @@ class Report:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        colours = {"crit": "#b00020", "error": "#6a1b9a", "warn": "#c77700", "info": "#1565c0", "ok": "#2e7d32"}
         fs = self.findings
         bad = [f for f in fs if f.severity is not Severity.OK]
         ok = [f for f in fs if f.severity is Severity.OK]
@@ -349,25 +384,34 @@ class Report:
             return head + "<p>No checks have reported yet.</p>"
         rows = []
         for f in bad:
-            c = colours[f.severity.value]
+            c = f.severity.colour
             rows.append(
-                f'<tr><td><b style="color:{c}">{f.severity.value.upper()}</b></td>'
-                f"<td><b>{html.escape(redact(f.title))}</b><br><small>{html.escape(redact(f.detail))}</small></td>"
-                f"<td>{html.escape(redact(f.action))}"
+                f'<tr><td style="text-align:left;vertical-align:top"><b style="color:{c}">{f.severity.value.upper()}'
+                f'</b></td><td style="text-align:left;vertical-align:top"><b>{html.escape(redact(f.title))}</b>'
+                f"<br><small>{html.escape(redact(f.detail))}</small>"
+                f"<br><small style='color:#888'>{html.escape(f.key)}</small></td>"
+                f'<td style="text-align:left;vertical-align:top">{html.escape(redact(f.action))}'
                 f"{'<br><small><i>Playbook, ' + html.escape(f.playbook) + '</i></small>' if f.playbook else ''}</td>"
-                f"<td><code>{html.escape(f.key)}</code></td></tr>")
-        table = ("<table><thead><tr><th>severity</th><th>finding</th><th>next action</th><th>key</th></tr></thead>"
+                "</tr>")
+        table = ("<table><thead><tr><th>severity</th><th>finding</th><th>next action</th></tr></thead>"
                  f"<tbody>{''.join(rows)}</tbody></table>") if rows else "<p>Nothing to act on.</p>"
         clear = ("<details><summary>Checks with nothing wrong</summary><ul>"
                  + "".join(f"<li>{html.escape(redact(f.title))}</li>" for f in ok) + "</ul></details>") if ok else ""
-        return head + table + clear
+        # MathJax (JupyterLab) must not read "$1 ... $2" in a query as mathematics
+        return f"<div class='tex2jax_ignore mathjax_ignore'>{head}{table}{clear}</div>"
 
 
 def load_findings(path: str | Path) -> list[Finding]:
-    """Read a ``findings.json`` written by :class:`Report`."""
-    data = json.loads(Path(path).read_text())
-    return [Finding.from_dict(d) for d in data]
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    """Read a ``findings.json`` written by :class:`Report`, most urgent first; entries that are not findings (a
+    hand-edited or truncated file) are skipped."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for d in data if isinstance(data, list) else []:
+        try:
+            out.append(Finding.from_dict(d))
+        except (KeyError, ValueError, TypeError, AttributeError):
+            continue
+    return ranked(out)

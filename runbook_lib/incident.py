@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from . import tables
 from .config import Environment, load_environment, parse_window
 from .errors import RunbookError
 from .findings import Finding, Report, Severity, Thresholds
@@ -65,7 +66,9 @@ class Incident:
 
 def start(incident_id: str, environment: str, window_start: str = "-60m", window_end: str = "now",
           thresholds: dict[str, Any] | None = None, notebook: str = "") -> Incident:
-    """Resolve a notebook's parameters. Bad configuration becomes an error finding, never an exception."""
+    """Resolve a notebook's parameters. Bad configuration becomes an error finding, never an exception. Every
+    DataFrame the notebook shows from here on is formatted for people (:mod:`runbook_lib.tables`)."""
+    tables.register()
     report = Report(incident_id=incident_id, notebook=notebook)
     problems: list[str] = []
     env: Environment | None = None

@@ -14,15 +14,16 @@ import os
 import platform
 import shutil
 import socket
+import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from . import __version__, archive
-from .config import is_environment_path, load_environment, parse_window, project_dir
-from .errors import RunbookError
-from .findings import FINDINGS_PATH_ENV, Finding, Severity, Thresholds
+from .config import Environment, is_environment_path, load_environment, parse_window, project_dir
+from .errors import ConfigError, RunbookError
+from .findings import FINDINGS_PATH_ENV, Finding, Severity, Thresholds, counts, load_findings, worst
 from .kernel import KERNEL_NAME, ensure_kernelspec
 from .redact import contains_credentials, redact
 
@@ -31,17 +32,22 @@ RUNNER_PARAMETERS = ("incident_id", "environment", "window_start", "window_end")
 
 @dataclass
 class RunResult:
-    """How a run ended and where its record is."""
+    """How a run ended (``ok``: the notebook completed, whatever it found; ``failed``) and where its record is."""
 
     status: str
     record: Path
     reason: str = ""
-    findings: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     remote: str = ""
 
     @property
     def report(self) -> Path:
         return self.record / "report.html"
+
+    @property
+    def worst(self) -> Severity:
+        """The most urgent severity found (ok when nothing was)."""
+        return worst(self.findings)
 
 
 def notebook_path(name: str) -> Path:
@@ -183,9 +189,7 @@ class _RendererWarmup:
     @staticmethod
     def _load() -> None:
         try:
-            from nbconvert import HTMLExporter
-
-            HTMLExporter(template_name="lab")
+            report_exporter()
         except Exception:
             pass
 
@@ -203,13 +207,22 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def render_html(nb_path: Path, out_path: Path, title: str) -> None:
-    """Render an executed notebook to HTML without input cells or prompts (for readers, not coders)."""
-    import nbformat
+REPORT_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def report_exporter() -> Any:
+    """nbconvert's HTML exporter with our template: the lab look with nothing loaded from the network."""
     from nbconvert import HTMLExporter
 
+    return HTMLExporter(template_name="runbook_report", extra_template_basedirs=[str(REPORT_TEMPLATES)])
+
+
+def render_html(nb_path: Path, out_path: Path, title: str) -> None:
+    """Render an executed notebook to self-contained, offline HTML without input cells or prompts (for readers)."""
+    import nbformat
+
     nb = nbformat.read(nb_path, as_version=4)
-    exporter = HTMLExporter(template_name="lab")
+    exporter = report_exporter()
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
@@ -249,7 +262,29 @@ def prepare(notebook: str, incident_id: str, *, environment: str | None = None, 
     params["window_start"], params["window_end"] = start.isoformat(), end.isoformat()
     if "thresholds" in params:
         Thresholds.from_mapping(env.thresholds, params["thresholds"])
+    require_sources(path, env)
     return path, params
+
+
+def notebook_requires(path: Path) -> list[str]:
+    """The sources a notebook cannot run without (``metadata.runbook.requires``: postgres, redis, services)."""
+    import nbformat
+
+    meta = nbformat.read(path, as_version=4).metadata.get("runbook", {})
+    return [str(x) for x in meta.get("requires", [])]
+
+
+def require_sources(path: Path, env: Environment) -> None:
+    """Refuse to start a notebook whose primary source the environment does not configure: a run that could only
+    report "not configured" is a misconfiguration, not a record. One line naming what to set."""
+    for need in notebook_requires(path):
+        if need == "postgres" and env.postgres_dsn()[0] is None:
+            raise ConfigError(f"{path.stem} needs Postgres: {env.postgres_dsn()[1]} (set it, or RUNBOOK_PG_DSN)")
+        if need == "redis" and env.redis_url()[0] is None:
+            raise ConfigError(f"{path.stem} needs Redis: {env.redis_url()[1]} (set it, or RUNBOOK_REDIS_URL)")
+        if need == "services" and not env.services:
+            raise ConfigError(f"{path.stem} needs services: environment '{env.name}' declares none (services: "
+                              "{name: {url, health, logs}})")
 
 
 @dataclass
@@ -303,11 +338,11 @@ def _local_root(archive_dir: str | os.PathLike[str] | None) -> tuple[Path, str]:
 def run_notebook(notebook: str, incident_id: str, *, environment: str | None = None, env_file: str | None = None,
                  parameters: dict[str, Any] | None = None, archive_dir: str | os.PathLike[str] | None = None,
                  cell_timeout: int = 300, kernel: WarmKernel | None = None,
-                 extra_run: dict[str, Any] | None = None) -> RunResult:
+                 extra_run: dict[str, Any] | None = None, progress: bool = False) -> RunResult:
     """Execute ``notebook`` for an incident and archive the record. Raises RunbookError only before it starts.
 
     ``kernel``: a pre-started kernel to use (and stop) instead of starting one. ``extra_run``: more fields for
-    run.json (the alert that triggered the run). An ``s3://bucket/prefix`` archive is uploaded through
+    run.json (the alert that triggered the run). ``progress``: one line on stderr as each section starts. An ``s3://bucket/prefix`` archive is uploaded through
     papermill's own I/O, run.json last.
     """
     archive.validate_incident_id(incident_id)
@@ -322,7 +357,7 @@ def run_notebook(notebook: str, incident_id: str, *, environment: str | None = N
         km, findings_path = kernel.km, kernel.findings_path
     try:
         result = _run_with_kernel(km, path, incident_id, root, staging_path, environment, env_file, parameters,
-                                  cell_timeout, findings_path, extra_run or {})
+                                  cell_timeout, findings_path, extra_run or {}, progress)
     finally:
         stop_kernel(km)
     if remote:
@@ -344,7 +379,8 @@ def upload_record(record: Path, remote: str) -> str:
 
 def _run_with_kernel(km: Any, path: Path, incident_id: str, root: Path, staging_path: Path,
                      environment: str | None, env_file: str | None, parameters: dict[str, Any] | None,
-                     cell_timeout: int, findings_source: Path, extra_run: dict[str, Any]) -> RunResult:
+                     cell_timeout: int, findings_source: Path, extra_run: dict[str, Any],
+                     progress: bool = False) -> RunResult:
     _, params = prepare(path.stem, incident_id, environment=environment, env_file=env_file, parameters=parameters)
     env = load_environment(params["environment"]) if params.get("environment") else None
     secret_values = env.secret_values() if env else []
@@ -375,7 +411,7 @@ def _run_with_kernel(km: Any, path: Path, incident_id: str, root: Path, staging_
             papermill.execute_notebook(
                 str(path), str(out_nb), parameters=params, kernel_name=KERNEL_NAME, progress_bar=False,
                 log_output=False, request_save_on_cell_execute=True, execution_timeout=cell_timeout,
-                cwd=str(path.parent), km=km,
+                cwd=str(path.parent), km=km, **({"on_cell_start": section_progress(path)} if progress else {}),
             )
         except PapermillExecutionError as e:
             status = "failed"
@@ -387,15 +423,14 @@ def _run_with_kernel(km: Any, path: Path, incident_id: str, root: Path, staging_
         reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'}"
     stop_kernel(km)
     reason = redact(reason, secret_values)[:500]
-    findings = _read_findings(findings_source)
-    if findings_source != findings_path:
-        findings_path.write_text(json.dumps(findings, indent=2))
-        shutil.rmtree(findings_source.parent, ignore_errors=True)
+    findings = load_findings(findings_source)
     if status == "failed":
         findings.append(Finding("runner", "execution", Severity.ERROR, f"The {path.stem} notebook did not finish",
                                 detail=reason, action="Open notebook.ipynb in this record to see the failing cell; "
-                                "fix the cause and re-run").to_dict())
-        findings_path.write_text(json.dumps(findings, indent=2))
+                                "fix the cause and re-run"))
+    findings_path.write_text(json.dumps([f.to_dict() for f in findings], indent=2))
+    if findings_source != findings_path:
+        shutil.rmtree(findings_source.parent, ignore_errors=True)
     if not out_nb.exists():
         shutil.copyfile(path, out_nb)
     warmup.wait()
@@ -406,15 +441,31 @@ def _run_with_kernel(km: Any, path: Path, incident_id: str, root: Path, staging_
                                              f"{type(e).__name__}</p></body></html>")
         if status == "ok":
             reason = f"report rendering failed: {type(e).__name__}"
-    worst = min((Severity(f["severity"]) for f in findings), key=lambda s: s.rank, default=Severity.OK)
-    counts: dict[str, int] = {}
-    for f in findings:
-        counts[f["severity"]] = counts.get(f["severity"], 0) + 1
     record = stage.finalize(status=status, reason=reason, extra_secrets=secret_values,
-                            extra={"worst_severity": worst.value, "finding_counts": counts})
+                            extra={"worst_severity": worst(findings).value, "finding_counts": counts(findings)})
     if interrupted is not None:
         raise interrupted
     return RunResult(status, record, reason, findings)
+
+
+def section_progress(path: Path) -> Any:
+    """An nbclient ``on_cell_start`` hook printing one line to stderr as each section (``## heading``) starts."""
+    import nbformat
+
+    sections: dict[str, str] = {}
+    heading = ""
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            heading = next((ln.lstrip("#").strip() for ln in cell.source.splitlines() if ln.startswith("## ")), heading)
+        elif heading:
+            sections[cell.get("id", "")] = heading
+            heading = ""
+
+    def hook(cell: Any, cell_index: int) -> None:
+        name = sections.get(cell.get("id", ""))
+        if name:
+            print(f"  ... {name}", file=sys.stderr, flush=True)
+    return hook
 
 
 def run_recommended(recommendations: Any, incident_id: str, environment: str, *,
@@ -422,7 +473,6 @@ def run_recommended(recommendations: Any, incident_id: str, environment: str, *,
     """Run each recommended notebook (most urgent first) for the incident, each as its own ``runbook run``
     process (this is usually called from inside a notebook's kernel); a table linking their records."""
     import subprocess
-    import sys
 
     import pandas as pd
 
@@ -442,14 +492,6 @@ def run_recommended(recommendations: Any, incident_id: str, environment: str, *,
         rows.append({"notebook": r.notebook, "status": status, "record": record,
                      "reason": proc.stderr.strip().splitlines()[-1] if proc.returncode and proc.stderr.strip() else ""})
     return pd.DataFrame(rows, columns=["notebook", "status", "record", "reason"])
-
-
-def _read_findings(path: Path) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, list) else []
-    except (OSError, ValueError):
-        return []
 
 
 def describe_notebooks() -> list[dict[str, Any]]:

@@ -207,7 +207,7 @@ def write_portal_logs(path: Path, start: datetime, onset: datetime, end: datetim
 
 
 def stage_auth_incident(directory: Path, *, minutes: int = 60, onset_minutes_ago: int = 18,
-                        redis_url_env: str = "RUNBOOK_REDIS_URL") -> StagedServices:
+                        redis_url_env: str = "RUNBOOK_REDIS_URL", pg_dsn_env: str = "RUNBOOK_PG_DSN") -> StagedServices:
     """identity deploy v2.4.0 breaks JWT verification: a 401 spike right after it, identity's health check failing
     on its token-signing dependency, the portal throwing 500s on session refresh; Supabase itself is fine."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -233,6 +233,7 @@ def stage_auth_incident(directory: Path, *, minutes: int = 60, onset_minutes_ago
     ]
     (directory / "deploys.yaml").write_text(yaml.safe_dump(deploys, sort_keys=False))
     env = {
+        "postgres": {"dsn_env": pg_dsn_env},
         "redis": {"url_env": redis_url_env},
         "supabase": {"url": supabase.url, "anon_key_env": "DEMO_SUPABASE_ANON_KEY", "status_page": supabase.url},
         "services": {
