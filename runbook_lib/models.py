@@ -105,7 +105,8 @@ def validate(model: type[Strict], data: Any, path: Path | str) -> Strict:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{path}: {describe(model, e.errors()[0])}") from None
+        errors = sorted(e.errors(), key=lambda err: err.get("type") != "extra_forbidden")  # a typo explains the rest
+        raise ConfigError(f"{path}: {describe(model, errors[0])}") from None
 
 
 def describe(model: type[Strict], err: Any) -> str:

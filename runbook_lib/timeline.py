@@ -225,31 +225,43 @@ def describe_service(name: str) -> str:
 
 def impacts(latest: list[Record], events: pd.DataFrame) -> list[Impact]:
     """User-facing impact from the latest run of each notebook: failing health checks, error spikes, outages,
-    delayed background work; one line per service, worst first, with the onset the evidence gives."""
-    found: dict[str, Impact] = {}
+    delayed background work; one line per service (its facts combined), worst first, with the onset the evidence
+    gives."""
     onsets = {row.what.split(":")[0]: row.at.to_pydatetime() for row in events.itertuples() if row.kind == "onset"} \
         if len(events) else {}
     first_seen = {row.what: row.at.to_pydatetime() for row in events.itertuples() if row.kind == "finding"} \
         if len(events) else {}
-
-    def add(service: str, what: str, f: Finding) -> None:
-        since = onsets.get(service) or first_seen.get(f.title)
-        old = found.get(service)
-        if old is None or f.severity.rank < old.severity.rank:
-            found[service] = Impact(service, what, since, f.severity)
+    facts: dict[str, dict[str, Any]] = {}
     for r in latest:
         for f in active(r).values():
             if f.check == "svc.health" and f.severity is Severity.CRIT:
-                add(f.subject, f"{describe_service(f.subject)} is failing: its health check does not pass", f)
+                service, fact = f.subject, "health"
             elif f.check in ("svc.error_spike", "svc.prolonged_outage"):
-                rate = f.evidence.get("peak_rate")
-                share = f" ({100 * rate:.0f}% of requests at the peak)" if isinstance(rate, (int, float)) else ""
-                add(f.subject, f"{describe_service(f.subject)} is returning errors{share}", f)
+                service, fact = f.subject, "errors"
             elif f.check == "queue.backlog" and f.severity in (Severity.CRIT, Severity.WARN):
-                queue = f.subject.split(":", 1)[-1]
-                add(f"jobs:{queue}", f"Background jobs on {queue} are delayed "
-                                     f"({f.evidence.get('backlog', '?')} waiting)", f)
-    return sorted(found.values(), key=lambda i: (i.severity.rank, i.service))
+                service, fact = f"jobs:{f.subject.split(':', 1)[-1]}", "backlog"
+            else:
+                continue
+            known = facts.setdefault(service, {"severity": f.severity, "since": None})
+            if fact != "errors" or "peak_rate" in f.evidence or "errors" not in known:
+                known[fact] = f  # an error spike's share of failing requests beats an outage's duration
+            known["severity"] = min(known["severity"], f.severity, key=lambda s: s.rank)
+            seen = onsets.get(service) or first_seen.get(f.title)
+            if seen and (known["since"] is None or seen < known["since"]):
+                known["since"] = seen
+    return sorted((Impact(s, _impact_words(s, k), k["since"], k["severity"]) for s, k in facts.items()),
+                  key=lambda i: (i.severity.rank, i.service))
+
+
+def _impact_words(service: str, known: dict[str, Any]) -> str:
+    if "backlog" in known:
+        return f"Background jobs on {service.split(':', 1)[1]} are delayed ({known['backlog'].evidence.get('backlog', '?')} " \
+               "waiting)"
+    rate = known["errors"].evidence.get("peak_rate") if "errors" in known else None
+    share = f"{100 * rate:.0f}% of requests fail at the peak" if isinstance(rate, (int, float)) else ""
+    if "health" in known:
+        return f"{describe_service(service)} is failing: its health check does not pass" + (f" and {share}" if share else "")
+    return f"{describe_service(service)} is returning errors" + (f" ({share})" if share else "")
 
 
 CAUSE_CHECKS = ("svc.change_lined_up", "svc.supabase_key", "svc.statuspage", "svc.new_errors", "pg.blocking",
@@ -287,6 +299,12 @@ def _people_action(f: Finding) -> str:
         return template.split(" {")[0]
 
 
+def _distinct(findings: list[Finding]) -> list[Finding]:
+    """One finding per title (two notebooks often see the same cause), first kept."""
+    seen: set[str] = set()
+    return [f for f in findings if not (f.title in seen or seen.add(f.title))]
+
+
 def status_update(incident_id: str, recs: list[Record], notes: Iterable[Note] = (), *,
                   next_update: timedelta = timedelta(minutes=30), now: datetime | None = None) -> str:
     """A short Markdown update for stakeholders from the latest run of each notebook: impact first, one line per
@@ -294,11 +312,13 @@ def status_update(incident_id: str, recs: list[Record], notes: Iterable[Note] = 
     doing, in plain words. "Since" is the earliest onset in the evidence."""
     now = now or datetime.now(timezone.utc)
     notes = list(notes)
-    latest = [r for r in latest_per_notebook(recs) if r.notebook != "retro"]
+    latest = [r for r in latest_per_notebook(recs) if r.notebook not in ("retro", "triage")] or \
+        [r for r in latest_per_notebook(recs) if r.notebook == "triage"]
     events = incident_events(recs, notes)
     since = onset(events)
     hurt = impacts(latest, events)
-    problems = sorted((f for r in latest for f in active(r).values()), key=lambda f: f.severity.rank)
+    problems = _distinct(sorted((f for r in latest for f in active(r).values() if not f.check.startswith("triage.")),
+                                key=lambda f: f.severity.rank))
     state = "ongoing" if problems else "no active problems in the latest checks (monitoring)"
     lines = [f"# Status update: incident {incident_id}", "",
              f"*{now:%Y-%m-%d %H:%M} UTC.* Status: **{state}**."
@@ -310,13 +330,14 @@ def status_update(incident_id: str, recs: list[Record], notes: Iterable[Note] = 
     lines += ["", "## What we know"]
     lines += [f"- {f.title}" for f in causes[:6]] or ["- The cause is not yet clear; diagnosis continues."]
     lines += ["", "## What we are doing"]
+    specific = [f for f in problems if f.check in PEOPLE_ACTIONS] + [f for f in problems if f.check not in PEOPLE_ACTIONS]
     actions: list[str] = []
-    for f in problems:
+    for f in specific:
         a = _people_action(f)
         if a and a not in actions:
             actions.append(a)
     human = [n for n in notes if n.at <= now][-3:]
-    lines += [f"- {a}." for a in actions[:5]] or ["- Watching the systems until they return to normal."]
+    lines += [f"- {a}." for a in actions[:6]] or ["- Watching the systems until they return to normal."]
     lines += [f"- {n.at:%H:%M} UTC: {n.text}" for n in human]
     lines += ["", f"Latest checks: {', '.join(f'{r.notebook} at {r.started_at:%H:%M}' for r in latest) or 'none yet'}"
                   " UTC.", f"Next update by {now + next_update:%H:%M} UTC."]

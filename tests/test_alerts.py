@@ -89,7 +89,7 @@ def test_from_alert_runs_queue_backlog_for_the_queue_in_the_labels(tmp_path):
     [rec] = archive.records(tmp_path / "arch", "queue-emails-6d2c4f0e1b5e7a3c")
     assert rec.notebook == "queue_backlog" and rec.run["parameters"]["queue"] == "emails"
     assert rec.run["alert"]["fingerprint"] == "6d2c4f0e1b5e7a3c" and rec.run["alert"]["route"] == "queue-backlog"
-    keys = {f["key"] for f in rec.findings()}
+    keys = {f.key for f in rec.findings()}
     assert "queue.stuck_jobs:bullmq:bull:emails:stalled" in keys
     assert not any(":bull:webhooks" in k for k in keys)  # only the queue the alert named
 
@@ -189,7 +189,7 @@ def test_serve_runs_a_real_alertmanager_queue_alert_and_refuses_bad_requests(tmp
         assert done["_where"] == "done", done
         [rec] = archive.records(s.archive, "q-emails")
         assert rec.notebook == "queue_backlog" and rec.run["parameters"]["queue"] == "emails"
-        assert "queue.stuck_jobs:bullmq:bull:emails:stalled" in {f["key"] for f in rec.findings()}
+        assert "queue.stuck_jobs:bullmq:bull:emails:stalled" in {f.key for f in rec.findings()}
 
         body = am("sig-1")
         good = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
@@ -267,5 +267,5 @@ def test_one_crashing_notebook_does_not_stop_the_others(tmp_path, server_factory
     assert {fp for fp, j in ids.items() if done[j]["_where"] == "done"} == {"p1", "p2", "p3"}
     assert {fp for fp, j in ids.items() if done[j]["_where"] == "failed"} == {"c1", "c2"}
     crashed = archive.load_record(Path(done[ids["c1"]]["result"]["record"]))
-    assert crashed.status == "failed" and "runner:execution" in {f["key"] for f in crashed.findings()}
+    assert crashed.status == "failed" and "runner:execution" in {f.key for f in crashed.findings()}
     assert "runbook_runs_failed_total 2" in httpx.get(s.url + "/metrics").text
