@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .archive import validate_incident_id
-from .config import project_dir
+from .config import project_dir, read_yaml
 from .errors import ConfigError, RunbookError
 
 _TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z_]+)(?:\.([A-Za-z0-9_.-]+))?\s*\}\}")
@@ -51,13 +50,18 @@ def _fingerprint(labels: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
 
 
+MAX_DEPTH = 20  # no webhook format nests deeper; a deeper body is refused before it is parsed
+
+
 def parse_payload(body: bytes | str | dict[str, Any]) -> list[Alert]:
     """Alertmanager, Grafana or PagerDuty v3 JSON -> alerts. A :class:`PayloadError` says what is wrong."""
     if isinstance(body, (bytes, str)):
+        if _depth(body if isinstance(body, bytes) else body.encode()) > MAX_DEPTH:
+            raise PayloadError(f"payload is not JSON we accept (nested deeper than {MAX_DEPTH} levels)")
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
-            raise PayloadError(f"payload is not JSON ({e})") from None
+            raise PayloadError(f"payload is not JSON ({str(e)[:120]})") from None
     else:
         data = body
     if not isinstance(data, dict):
@@ -69,22 +73,52 @@ def parse_payload(body: bytes | str | dict[str, Any]) -> list[Alert]:
             else "alertmanager"
         if source == "alertmanager" and str(data.get("version", "4")) != "4":
             raise PayloadError(f"Alertmanager webhook version {data.get('version')} is not supported (expected 4)")
-        common = {str(k): str(v) for k, v in (data.get("commonLabels") or {}).items()}
+        common = _strings(data.get("commonLabels"), "commonLabels")
         out = []
         for a in data["alerts"]:
-            if not isinstance(a, dict) or not isinstance(a.get("labels", {}), dict):
-                raise PayloadError("an alert in 'alerts' is not an object with labels")
-            labels = {**common, **{str(k): str(v) for k, v in (a.get("labels") or {}).items()}}
+            if not isinstance(a, dict):
+                raise PayloadError("an alert in 'alerts' is not an object")
+            labels = {**common, **_strings(a.get("labels"), "labels")}
             status = str(a.get("status") or data.get("status") or "firing").lower()
             if status not in ("firing", "resolved"):
                 raise PayloadError(f"alert status {status!r} is neither firing nor resolved")
-            out.append(Alert(source, status, labels,
-                             {str(k): str(v) for k, v in (a.get("annotations") or {}).items()},
-                             str(a.get("fingerprint") or _fingerprint(labels)), str(a.get("startsAt", ""))))
+            out.append(Alert(source, status, labels, _strings(a.get("annotations"), "annotations"),
+                             str(a.get("fingerprint") or _fingerprint(labels))[:128], str(a.get("startsAt", ""))[:64]))
         if not out:
             raise PayloadError("payload has no alerts")
         return out
     raise PayloadError("not an Alertmanager, Grafana or PagerDuty v3 webhook payload")
+
+
+def _depth(body: bytes) -> int:
+    """How deeply a JSON text nests (brackets outside strings), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for b in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:  # backslash
+                escaped = True
+            elif b == 0x22:
+                in_string = False
+        elif b == 0x22:
+            in_string = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def _strings(value: Any, what: str) -> dict[str, str]:
+    """A label or annotation map as strings (absent is empty); any other shape is a :class:`PayloadError`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"{what} must be an object of name: value, not {type(value).__name__}")
+    return {str(k)[:256]: (v if isinstance(v, str) else json.dumps(v))[:4096] for k, v in value.items()}
 
 
 def _pagerduty(event: dict[str, Any]) -> Alert:
@@ -157,14 +191,10 @@ def render(template: str, alert: Alert) -> str:
 
 def load_routes(path: str | Path | None = None) -> list[Route]:
     """Read and validate ``params/alerts.yaml`` (or ``path``)."""
-    p = Path(path) if path else project_dir("params") / "alerts.yaml"
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read alert routes {p}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
     from .models import RoutesFile, validate
+
+    p = Path(path) if path else project_dir("params") / "alerts.yaml"
+    data = read_yaml(p, "alert routes file") or {}
 
     model = validate(RoutesFile, data, p)  # unknown keys (enviroment:) name the nearest valid key
     routes = []

@@ -24,10 +24,12 @@ from typing import Any
 
 from .errors import RunbookError
 from .findings import Finding, Severity, load_findings, worst
-from .redact import REDACTED, redact
+from .redact import REDACTED, redact, redact_markup, redact_tree
 
 ARCHIVE_ENV = "RUNBOOK_ARCHIVE"
+KEY_ENV = "RUNBOOK_ARCHIVE_KEY"
 RECORD_FILES = ("notebook.ipynb", "report.html", "findings.json")
+SEAL_FILES = ("run.json", "run.sig")  # run.json lists the sha256 of every other file; run.sig signs run.json
 _INCIDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _STAGING_PREFIX = ".staging-"
 
@@ -44,7 +46,7 @@ def archive_root(path: str | os.PathLike[str] | None = None) -> Path:
 
 def validate_incident_id(incident_id: str) -> str:
     """An incident id must be a safe single path component: letters, digits, ``.``, ``_``, ``-``."""
-    if not isinstance(incident_id, str) or not _INCIDENT_RE.match(incident_id) or ".." in incident_id:
+    if not isinstance(incident_id, str) or not _INCIDENT_RE.fullmatch(incident_id) or ".." in incident_id:
         raise RunbookError(
             f"incident id {incident_id!r} is not a safe name (letters, digits, '.', '_', '-'; max 128; no '..')")
     return incident_id
@@ -94,7 +96,7 @@ class Staging:
         redactions = scrub_secrets(self.path, secrets_list)
         finished = datetime.now(timezone.utc)
         files = {p.name: sha256_file(p) for p in sorted(self.path.iterdir())
-                 if p.is_file() and p.name != "run.json" and not p.name.startswith(".")}
+                 if p.is_file() and p.name not in SEAL_FILES and not p.name.startswith(".")}
         run = dict(self.meta)
         run.update(extra or {})
         run.update({
@@ -107,7 +109,10 @@ class Staging:
         })
         run.pop("runner_pid", None)
         run.pop("findings_source", None)
+        run["previous"] = previous_link(self.root, self.incident_id)  # the chain: deleting or editing shows
+        run = redact_tree(run, secrets_list)  # the alert block, parameters, reason: every byte written is scrubbed
         _write_json_atomic(self.path / "run.json", run)
+        sign(self.path)
         incident_dir = self.root / self.incident_id
         base = f"{utc_stamp(self.started_at)}-{self.notebook}"
         final = incident_dir / base
@@ -122,6 +127,43 @@ class Staging:
             except OSError:
                 if not final.exists():
                     raise
+
+
+def previous_link(root: Path, incident_id: str) -> dict[str, str] | None:
+    """The incident's latest sealed record and the sha256 of its run.json (None for the first record)."""
+    recs = list_records(root, incident_id)
+    if not recs:
+        return None
+    return {"record": recs[-1].name, "sha256": sha256_file(recs[-1] / "run.json")}
+
+
+def _signature(run_json: Path, key: str) -> str:
+    import hmac
+
+    return hmac.new(key.encode(), run_json.read_bytes(), "sha256").hexdigest()
+
+
+def sign(record: Path) -> bool:
+    """Write ``run.sig`` (HMAC-SHA256 of run.json under ``$RUNBOOK_ARCHIVE_KEY``) when a key is set."""
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        return False
+    (record / "run.sig").write_text(_signature(record / "run.json", key) + "\n")
+    return True
+
+
+def ensure_writable(root: Path, incident_id: str) -> None:
+    """The archive can take a record for this incident, or a one-line :class:`RunbookError` saying why not (checked
+    before a run starts, so an unwritable archive never costs a run)."""
+    validate_incident_id(incident_id)
+    target = root / incident_id
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / f".probe-{secrets.token_hex(4)}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise RunbookError(f"cannot write to the archive at {target}: {e.strerror or e}") from None
 
 
 def plan_staging(root: Path, incident_id: str, notebook: str) -> Path:
@@ -148,18 +190,15 @@ def begin(root: Path, incident_id: str, notebook: str, meta: dict[str, Any], pat
 
 
 def scrub_secrets(directory: Path, secret_values: list[str]) -> int:
-    """Replace secret values and URL passwords in the record's text files. Returns how many files changed."""
+    """Redact every text file of a record in place: the secret values the environment names, URL passwords, and
+    everything :func:`redact.redact` removes (tokens, keys, cookies, emails). JSON and notebooks are redacted value
+    by value, so they stay valid; chart images are left byte for byte. Returns how many files changed."""
     count = 0
     for p in directory.iterdir():
         if not p.is_file() or p.suffix not in (".ipynb", ".html", ".json", ".md", ".txt", ".log"):
             continue
         text = p.read_text(errors="replace")
-        clean = text
-        for s in sorted({s for s in secret_values if len(s) >= 4}, key=len, reverse=True):
-            clean = clean.replace(s, REDACTED)
-            if p.suffix in (".ipynb", ".json"):
-                clean = clean.replace(json.dumps(s)[1:-1], REDACTED)
-        clean = _scrub_url_passwords(clean)
+        clean = scrub_text(text, p.suffix, secret_values)
         if clean != text:
             count += 1
             tmp = p.with_name(f".{p.name}.scrub")
@@ -168,11 +207,19 @@ def scrub_secrets(directory: Path, secret_values: list[str]) -> int:
     return count
 
 
-_URL_PW = re.compile(r"\b((?:postgres(?:ql)?|redis|rediss|amqp|mysql|https?)://[^:/@\s\"'\\]*:)([^@\s\"'\\]+)(@)")
-
-
-def _scrub_url_passwords(text: str) -> str:
-    return _URL_PW.sub(lambda m: m.group(1) + REDACTED + m.group(3) if m.group(2) != REDACTED else m.group(0), text)
+def scrub_text(text: str, suffix: str, secret_values: Iterable[str]) -> str:
+    """One file's text, redacted by its kind (``.json``/``.ipynb`` value by value, markup around data URIs)."""
+    secrets_list = [s for s in secret_values if s and len(s) >= 4]
+    if suffix in (".json", ".ipynb"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return redact(text, secrets_list)
+        clean = redact_tree(data, secrets_list)
+        if clean == data:
+            return text
+        return json.dumps(clean, indent=1 if suffix == ".ipynb" else 2, ensure_ascii=False) + "\n"
+    return redact_markup(text, secrets_list)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -186,34 +233,83 @@ def _pid_alive(pid: int) -> bool:
 
 
 def recover_interrupted(root: Path) -> list[Path]:
-    """Finalise as ``failed`` every staging record whose runner process is gone."""
+    """Finalise as ``failed`` every staging record whose runner process is gone. Each one is first claimed by an
+    atomic rename, so when several processes recover at once exactly one finalises it."""
     recovered: list[Path] = []
-    if not root.is_dir():
-        return recovered
-    for staging_dir in root.glob(f"*/{_STAGING_PREFIX}*"):
+    for staging_dir in (d for inc in incident_dirs(root) for d in inc.glob(f"{_STAGING_PREFIX}*")):
         if staging_dir.name.endswith(".init"):
             continue
-        try:
-            meta = json.loads((staging_dir / "run.json").read_text())
-        except (OSError, ValueError):
-            meta = {}
-            if datetime.now().timestamp() - staging_dir.stat().st_mtime < 600:
-                continue  # unreadable but recent: leave it to whoever is writing it
+        meta = _staging_meta(staging_dir)
+        if meta is None:
+            continue
         pid = int(meta.get("runner_pid") or 0)
         if pid and _pid_alive(pid):
             continue
-        started = datetime.fromisoformat(meta["started_at"]) if meta.get("started_at") else \
-            datetime.fromtimestamp(staging_dir.stat().st_mtime, timezone.utc)
-        nb = meta.get("notebook") or "unknown"
-        meta.pop("status", None)
-        source = Path(meta.get("findings_source") or staging_dir / "findings.json")
-        if source != staging_dir / "findings.json" and source.is_file():
-            shutil.copyfile(source, staging_dir / "findings.json")
-        reason = f"interrupted: runner process {pid} died mid-run"
-        _complete_interrupted(staging_dir, reason)
-        st = Staging(root, staging_dir.parent.name, nb, started, staging_dir, meta)
-        recovered.append(st.finalize(status="failed", reason=reason))
+        claimed = claim_staging(staging_dir)
+        if claimed is None:
+            continue  # another process is finalising it
+        recovered.append(finalize_interrupted(root, claimed, meta, f"interrupted: runner process {pid} died mid-run"))
     return recovered
+
+
+_CLAIM = ".recovering-"
+
+
+def _staging_meta(staging_dir: Path) -> dict[str, Any] | None:
+    """A staging directory's run.json, or None while someone may still be writing it (or claiming it)."""
+    if _CLAIM in staging_dir.name:
+        owner = int(staging_dir.name.rsplit(_CLAIM, 1)[1] or 0)
+        if owner and _pid_alive(owner):
+            return None  # being finalised by a live process
+    try:
+        return json.loads((staging_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        try:
+            if datetime.now().timestamp() - staging_dir.stat().st_mtime < 600:
+                return None  # unreadable but recent: leave it to whoever is writing it
+        except OSError:
+            return None  # gone: another process claimed it
+        return {}
+
+
+def claim_staging(staging_dir: Path) -> Path | None:
+    """Rename ``staging_dir`` to a name that says this process finalises it; None if another process got there."""
+    base = staging_dir.name.split(_CLAIM)[0]
+    claimed = staging_dir.with_name(f"{base}{_CLAIM}{os.getpid()}")
+    try:
+        os.rename(staging_dir, claimed)
+    except (FileNotFoundError, OSError):
+        return None
+    return claimed
+
+
+def finalize_interrupted(root: Path, staging_dir: Path, meta: dict[str, Any], reason: str) -> Path:
+    """Seal a claimed staging directory as a ``failed`` record with what the run had saved."""
+    started = datetime.fromisoformat(meta["started_at"]) if meta.get("started_at") else \
+        datetime.fromtimestamp(staging_dir.stat().st_mtime, timezone.utc)
+    meta = {k: v for k, v in meta.items() if k != "status"}
+    source = Path(meta.get("findings_source") or staging_dir / "findings.json")
+    if source != staging_dir / "findings.json" and source.is_file():
+        shutil.copyfile(source, staging_dir / "findings.json")
+    _complete_interrupted(staging_dir, reason)
+    st = Staging(root, staging_dir.parent.name, meta.get("notebook") or "unknown", started, staging_dir, meta)
+    return st.finalize(status="failed", reason=reason)
+
+
+def find_job(root: Path, incident_id: str, job_id: str) -> tuple[str, Path] | None:
+    """Where an alert job's run is: ``("record", dir)`` once sealed, ``("staging", dir)`` while unfinished, else
+    None (the run never started)."""
+    inc = root / incident_id
+    if not inc.is_dir():
+        return None
+    for d in sorted(inc.iterdir()):
+        try:
+            run = json.loads((d / "run.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if (run.get("alert") or {}).get("job_id") == job_id:
+            return ("staging" if d.name.startswith(_STAGING_PREFIX) else "record"), d
+    return None
 
 
 def _complete_interrupted(staging_dir: Path, reason: str) -> None:
@@ -233,11 +329,16 @@ def _complete_interrupted(staging_dir: Path, reason: str) -> None:
             "page holds what the run had done; findings.json what it had found.</p></body></html>")
 
 
+def incident_dirs(root: Path) -> list[Path]:
+    """Every incident folder of the archive (hidden working state such as ``.runbook/`` is not one)."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+
+
 def list_records(root: Path, incident_id: str | None = None) -> list[Path]:
     """Finalised record directories, oldest first (all incidents, or one)."""
     if not root.is_dir():
         return []
-    dirs = [root / incident_id] if incident_id else sorted(p for p in root.iterdir() if p.is_dir())
+    dirs = [root / incident_id] if incident_id else incident_dirs(root)
     out = []
     for d in dirs:
         if d.is_dir():
@@ -312,7 +413,7 @@ def records(root: Path, incident_id: str | None = None) -> list[Record]:
 
 def is_incident(root: Path, ref: str) -> bool:
     """``ref`` names an incident folder of the archive (not a record)."""
-    return bool(_INCIDENT_RE.match(ref)) and (root / ref).is_dir() and not (root / ref / "run.json").is_file()
+    return bool(_INCIDENT_RE.fullmatch(ref)) and (root / ref).is_dir() and not (root / ref / "run.json").is_file()
 
 
 def resolve_record(root: Path, ref: str) -> Record:
@@ -330,11 +431,12 @@ def resolve_record(root: Path, ref: str) -> Record:
 
 
 def verify(root: Path) -> list[tuple[str, str]]:
-    """Every problem with the archive: (record, what is wrong). Hashes are recomputed from the bytes."""
+    """Every problem with the archive: (record, what is wrong). Hashes are recomputed from the bytes; every file of
+    a record must be listed in its run.json; each record's link to the incident's previous record must hold (an edited
+    or deleted record shows); with ``$RUNBOOK_ARCHIVE_KEY`` set, every run.json must carry a valid signature."""
     problems: list[tuple[str, str]] = []
-    if not root.is_dir():
-        return problems
-    for incident_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    key = os.environ.get(KEY_ENV)
+    for incident_dir in incident_dirs(root):
         for rec in sorted(p for p in incident_dir.iterdir() if p.is_dir()):
             name = f"{incident_dir.name}/{rec.name}"
             if rec.name.startswith(_STAGING_PREFIX):
@@ -342,34 +444,86 @@ def verify(root: Path) -> list[tuple[str, str]]:
                 continue
             if rec.name.startswith(".") or rec.name in ("status-updates",):
                 continue
-            try:
-                run = json.loads((rec / "run.json").read_text())
-            except (OSError, ValueError):
-                problems.append((name, "run.json missing or unreadable"))
-                continue
-            files = run.get("files") or {}
-            for required in RECORD_FILES:
-                if required not in files:
-                    problems.append((name, f"{required} is not listed in run.json"))
-            for fname, digest in files.items():
-                f = rec / fname
-                if not f.is_file():
-                    problems.append((name, f"{fname} is missing"))
-                elif sha256_file(f) != digest:
-                    problems.append((name, f"{fname} was altered (sha256 differs from run.json)"))
+            problems += [(name, what) for what in _record_problems(rec, key)]
     return problems
 
 
+def _record_problems(rec: Path, key: str | None) -> list[str]:
+    try:
+        run = json.loads((rec / "run.json").read_text())
+    except (OSError, ValueError):
+        return ["run.json missing or unreadable"]
+    out = []
+    files = run.get("files") or {}
+    out += [f"{required} is not listed in run.json" for required in RECORD_FILES if required not in files]
+    for fname, digest in files.items():
+        f = rec / fname
+        if not f.is_file():
+            out.append(f"{fname} is missing")
+        elif sha256_file(f) != digest:
+            out.append(f"{fname} was altered (sha256 differs from run.json)")
+    out += [f"{p.name} was added after the record was sealed (not listed in run.json)" for p in sorted(rec.iterdir())
+            if p.is_file() and p.name not in files and p.name not in SEAL_FILES and not p.name.startswith(".")]
+    prev = run.get("previous")
+    if prev:
+        target = rec.parent / str(prev.get("record", ""))
+        if not (target / "run.json").is_file():
+            if _pruned(rec.parent).get(str(prev.get("record"))) != prev.get("sha256"):
+                out.append(f"the record before it, {prev.get('record')}, was deleted")
+        elif sha256_file(target / "run.json") != prev.get("sha256"):
+            out.append(f"the run.json of the record before it, {prev.get('record')}, was altered")
+    if key:
+        sig = rec / "run.sig"
+        if not sig.is_file():
+            out.append("run.json is not signed (no run.sig)")
+        elif sig.read_text().strip() != _signature(rec / "run.json", key):
+            out.append("run.json was altered (its signature does not match)")
+    return out
+
+
+def signed_state(root: Path) -> str:
+    """How the archive is protected, for the verify summary."""
+    key = os.environ.get(KEY_ENV)
+    sigs = any(root.glob("*/*/run.sig"))
+    if key:
+        return "signatures checked with $RUNBOOK_ARCHIVE_KEY"
+    if sigs:
+        return "signed records found, but $RUNBOOK_ARCHIVE_KEY is not set: signatures not checked"
+    return "the archive is unsigned (set $RUNBOOK_ARCHIVE_KEY when runs write records to sign them)"
+
+
+PRUNED_FILE = "pruned.jsonl"
+
+
 def prune(root: Path, older_than_s: float, *, dry_run: bool = True) -> list[Path]:
-    """Records started more than ``older_than_s`` ago; deleted only when ``dry_run`` is False."""
+    """Records started more than ``older_than_s`` ago; deleted only when ``dry_run`` is False. Each deletion is noted
+    (name and run.json digest) in the incident's ``pruned.jsonl``, so the chain of the records after it still
+    verifies."""
     cutoff = datetime.now(timezone.utc).timestamp() - older_than_s
     old = [r.path for r in records(root) if r.started_at.timestamp() < cutoff]
     if not dry_run:
         for p in old:
+            line = json.dumps({"record": p.name, "sha256": sha256_file(p / "run.json"),
+                               "pruned_at": datetime.now(timezone.utc).isoformat()})
+            with open(p.parent / PRUNED_FILE, "a") as f:
+                f.write(line + "\n")
             shutil.rmtree(p)
-            if p.parent.is_dir() and not any(p.parent.iterdir()):
-                p.parent.rmdir()
     return old
+
+
+def _pruned(incident_dir: Path) -> dict[str, str]:
+    try:
+        lines = (incident_dir / PRUNED_FILE).read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        try:
+            d = json.loads(line)
+            out[d["record"]] = d["sha256"]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 NOTES_FILE = "notes.jsonl"
@@ -395,7 +549,7 @@ def add_note(root: Path, incident_id: str, text: str, at: datetime | None = None
     path = root / incident_id / NOTES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"at": note.at.isoformat(), "text": note.text, "written_at": note.written_at.isoformat()})
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides (0600 by default)
     try:
         os.write(fd, (line + "\n").encode())
         os.fsync(fd)

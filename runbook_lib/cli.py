@@ -279,6 +279,7 @@ def _cmd_archive(args: argparse.Namespace) -> int:
             print(f"{rec}: {what}")
         n = len(archive.list_records(root))
         print(f"{n} records checked, {len(problems)} problems" if problems else f"{n} records checked, all intact")
+        print(archive.signed_state(root))
         return EXIT_RUN_FAILED if problems else EXIT_OK
     if args.archive_command == "site":
         index = site.build(root, Path(args.dir))
@@ -323,9 +324,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     given = args.archive or os.environ.get("RUNBOOK_ARCHIVE") or ""
     archive = given if given.startswith("s3://") else str(archive_root(given or None))
-    spool = Path(args.spool) if args.spool else (Path(archive) / ".spool" if not archive.startswith("s3://")
+    spool = Path(args.spool) if args.spool else (Path(archive) / ".runbook" / "spool" if not archive.startswith("s3://")
                                                    else Path(".runbook-spool"))
     serve(host=args.host, port=args.port, spool_dir=spool.resolve(), archive=archive, workers=args.workers,
+          max_alerts=args.max_alerts, max_queued=args.max_queued,
           dedupe_window_s=_duration(args.dedupe_window), routes_file=args.routes)
     return EXIT_OK
 
@@ -476,7 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8080)
     srv.add_argument("--workers", type=int, default=2, help="executors running notebooks at once (default 2)")
-    srv.add_argument("--spool", help="spool directory (default <archive>/.spool)")
+    srv.add_argument("--spool", help="spool directory (default <archive>/.runbook/spool, which no record reader lists)")
+    srv.add_argument("--max-alerts", type=int, default=100, help="alerts taken from one payload (default 100; more: 413)")
+    srv.add_argument("--max-queued", type=int, default=500, help="runs waiting before the receiver answers 503 with "
+                                                                 "Retry-After (default 500)")
     srv.add_argument("--dedupe-window", default="10m", help="same alert and route within this coalesce (default 10m)")
     srv.add_argument("--routes", help="alert routes file (default params/alerts.yaml)")
     srv.add_argument("--archive", help="archive directory or s3://bucket/prefix")
@@ -514,8 +519,10 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``runbook`` command."""
+    """Entry point of the ``runbook`` command. Files it creates are private to the user (0600, directories 0700)
+    unless ``RUNBOOK_UMASK`` says otherwise (e.g. 027 to share records with a group)."""
     args = build_parser().parse_args(argv)
+    os.umask(int(os.environ.get("RUNBOOK_UMASK", "077"), 8))
     _quiet_libraries()
     try:
         return int(args.func(args))

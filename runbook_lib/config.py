@@ -131,13 +131,46 @@ def resolve_environment_path(name_or_path: str) -> Path:
     return p
 
 
+MAX_YAML_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without anchors and aliases: a few aliases nest into billions of nodes (a "YAML bomb")
+    that every later walk over the data would expand; runbook's files never need them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("anchors and aliases (*name) are not supported in runbook files")
+        return super().compose_node(parent, index)
+
+
+def read_yaml(path: Path, what: str = "file") -> Any:
+    """A YAML (or JSON) file as data, bounded: at most 1 MiB, text only, no aliases. Anything else is a one-line
+    :class:`ConfigError` naming the file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: {len(raw):,} bytes; runbook reads at most {MAX_YAML_BYTES:,} of a {what}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8)") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (holds NUL bytes)")
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
+
+
 def load_environment(name_or_path: str) -> Environment:
     """Read and validate an environment file; secrets may only be named, never written inline."""
     path = resolve_environment_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = read_yaml(path, "environment file") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     _reject_inline_secrets(data, path, [])

@@ -361,7 +361,7 @@ class Report:
         fd, tmp = tempfile.mkstemp(dir=self.sink.parent, prefix=".findings-", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(data)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)
         os.replace(tmp, self.sink)
 
     def __str__(self) -> str:

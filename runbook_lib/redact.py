@@ -10,33 +10,65 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 REDACTED = "[REDACTED]"
 
 _lock = threading.Lock()
 _known_secrets: set[str] = set()
 
+# Key names whose value is a secret (after detect-secrets' keyword denylist, plus tokens, cookies and credentials):
+# client_secret, PGPASSWORD, refresh_token, db_pass, aws_secret_access_key, x-api-key ...
+_SECRET_KEY = (r"[\w.-]*(?:api[_-]?key|auth[_-]?key|service[_-]?key|account[_-]?key|access[_-]?key|db[_-]?key|"
+               r"database[_-]?key|priv(?:ate)?[_-]?key|client[_-]?key|secret|password|passwd|pwd|db[_-]?pass|"
+               r"database[_-]?pass|key[_-]?pass|token|credentials?|session[_-]?id|cookie)[\w.-]*")
+_QUOTED = r"\"(?:[^\"\\]|\\.)*\"|'[^']*'"
+# a count, a flag, a SQL placeholder or what is already redacted is not a secret
+_KEEP = re.compile(r"(?i)^(true|false|null|none|\d{1,5}|\$\d+|%s|\?|\[REDACTED\])$")
+
+
+def _keyword_value(m: re.Match[str]) -> str:
+    value = m.group("val")
+    bare = value[1:-1] if value[:1] in "\"'" and value[-1:] == value[:1] and len(value) > 1 else value
+    if not bare or _KEEP.match(bare):
+        return m.group(0)
+    quote = value[0] if value[:1] in "\"'" else ""
+    return f"{m.group('key')}{quote}{REDACTED}{quote}"
+
+
 # (cheap substrings of the lower-cased text, any of which must be present, pattern, replacement)
-_PATTERNS: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
+_PATTERNS: list[tuple[tuple[str, ...], re.Pattern[str], Any]] = [
     # scheme://user:password@host  -> scheme://user:[REDACTED]@host
     (("://",), re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s\"']*:)(?P<pw>[^@\s\"']+)(?P<post>@)"),
      r"\g<pre>" + REDACTED + r"\g<post>"),
-    # libpq keyword DSN: password=xxx
-    (("pass", "pwd"), re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*('[^']*'|\"[^\"]*\"|\S+)"), r"\1=" + REDACTED),
-    # Authorization headers / bearer tokens
-    (("bearer", "basic"), re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
+    # PEM private keys, whole blocks
+    (("private key",), re.compile(r"-----BEGIN[A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY-----|$)"),
+     "[REDACTED PRIVATE KEY]"),
+    # Authorization: <scheme> <credentials> (Bearer, Basic, Token, anything); Cookie and Set-Cookie values
+    (("authorization",), re.compile(r"(?i)(\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?[A-Za-z][\w-]*\s+)"
+                                    r"[^\s\"',;]+"), r"\1" + REDACTED),
+    (("cookie",), re.compile(r"(?i)(\b(?:set-)?cookie[\"']?\s*:\s*[\"']?)[^\r\n\"']+"), r"\1" + REDACTED),
+    # bare bearer/basic credentials, however short
+    (("bearer", "basic"), re.compile(r"(?i)\b(bearer|basic)\s+(?!\[REDACTED\])[A-Za-z0-9._~+/=-]+"),
+     r"\1 " + REDACTED),
+    # key = value, key: value, "key": "value" for any secret-looking key name
+    (("key", "token", "secret", "pass", "pwd", "credential", "session", "cookie"),
+     re.compile(rf"(?i)(?P<key>[\"']?\b{_SECRET_KEY}[\"']?\s*(?:=|:)\s*)(?P<val>\[REDACTED\]|{_QUOTED}|[^\s\"',;&}}\]]+)"),
+     _keyword_value),
     # JWTs (three base64url segments, header starts with eyJ)
     (("eyj",), re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\b"), REDACTED),
-    # key=value style API keys and tokens
-    (("key", "token", "secret"),
-     re.compile(r"(?i)\b(api[_-]?key|apikey|access[_-]?token|secret|token)\s*([=:])\s*[\"']?[A-Za-z0-9._~+/-]{8,}[\"']?"),
-     r"\1\2" + REDACTED),
-    # well-known key prefixes (Stripe/GitHub/Slack/Supabase service keys)
-    (("sk_", "ghp_", "gho_", "xox", "sbp_"), re.compile(r"\b(sk_live|sk_test|ghp|gho|xox[abpr]|sbp)_[A-Za-z0-9]{10,}\b"),
-     REDACTED),
+    # cloud access key ids (AWS)
+    (("akia", "asia", "agpa", "aida", "aroa", "anpa", "anva", "aipa"),
+     re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b"), REDACTED),
+    # well-known key prefixes: Stripe, GitHub, GitLab, Slack, Supabase, Google, SendGrid
+    (("sk_", "rk_", "ghp_", "gho_", "ghs_", "ghu_", "github_pat_", "glpat-", "xox", "sbp_", "aiza", "sg."),
+     re.compile(r"\b(?:(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}|gh[opsu]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|"
+                r"glpat-[\w-]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|sbp_[A-Za-z0-9]{20,}|AIza[0-9A-Za-z_-]{35}|"
+                r"SG\.[\w-]{22}\.[\w-]{43})"), REDACTED),
     # emails
     (("@",), re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), "[EMAIL]"),
 ]
+TRIGGERS: tuple[str, ...] = tuple(sorted({t for triggers, _, _ in _PATTERNS for t in triggers}))
 
 
 def register_secret(value: str | None) -> None:
@@ -68,6 +100,10 @@ def _url_password_parts(value: str) -> Iterable[str]:
 
 def redact(text: str, extra_secrets: Iterable[str] = ()) -> str:
     """Return ``text`` with registered secrets and credential-looking substrings replaced."""
+    return _redact(text, extra_secrets, emails=True)
+
+
+def _redact(text: str, extra_secrets: Iterable[str], *, emails: bool) -> str:
     if not text:
         return text
     secrets = set(known_secrets())
@@ -80,17 +116,47 @@ def redact(text: str, extra_secrets: Iterable[str] = ()) -> str:
         if s in text:
             text = text.replace(s, REDACTED)
     lower = text.lower()
-    for triggers, pattern, repl in _PATTERNS:
+    for triggers, pattern, repl in _PATTERNS if emails else _PATTERNS[:-1]:
         if any(t in lower for t in triggers):
             text = pattern.sub(repl, text)
     return text
 
 
 def contains_credentials(text: str) -> bool:
-    """True when ``text`` holds a URL password, a JWT or a registered secret."""
-    return redact(text) != text and bool(
-        _PATTERNS[0][1].search(text)
-        or _PATTERNS[1][1].search(text)
-        or _PATTERNS[3][1].search(text)
-        or any(s in text for s in known_secrets())
-    )
+    """True when ``text`` holds something :func:`redact` would remove other than an email address."""
+    return _redact(text, (), emails=False) != text
+
+
+BINARY_KEYS = frozenset({"image/png", "image/jpeg", "image/gif", "application/pdf"})  # base64 data: never rewritten
+
+
+def redact_tree(value: Any, extra_secrets: Iterable[str] = ()) -> Any:
+    """A copy of a JSON-like value with every string redacted, string values under secret-looking keys blanked, and
+    base64 image data left alone."""
+    extra = list(extra_secrets)
+    if isinstance(value, str):
+        return redact(value, extra)
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k in BINARY_KEYS:
+                out[k] = v
+            elif isinstance(k, str) and isinstance(v, str) and re.fullmatch(_SECRET_KEY, k, re.I) and v and \
+                    not _KEEP.match(v):
+                out[k] = REDACTED
+            else:
+                out[k] = redact_tree(v, extra)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [redact_tree(v, extra) for v in value]
+    return value
+
+
+_DATA_URI = re.compile(r"(data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+)")
+
+
+def redact_markup(text: str, extra_secrets: Iterable[str] = ()) -> str:
+    """:func:`redact` for HTML or Markdown, leaving embedded ``data:`` URIs (charts) byte for byte."""
+    extra = list(extra_secrets)
+    parts = _DATA_URI.split(text)
+    return "".join(p if i % 2 else redact(p, extra) for i, p in enumerate(parts))

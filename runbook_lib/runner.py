@@ -348,6 +348,7 @@ def run_notebook(notebook: str, incident_id: str, *, environment: str | None = N
     archive.validate_incident_id(incident_id)
     path = notebook_path(notebook)
     root, remote = _local_root(archive_dir)
+    archive.ensure_writable(root, incident_id)
     staging_path = archive.plan_staging(root, incident_id, path.stem)
     if kernel is None:
         ensure_kernelspec()

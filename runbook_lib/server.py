@@ -24,8 +24,13 @@ from typing import Any
 
 from . import alerts
 from .errors import RunbookError
+from .redact import redact_tree
 
 MAX_BODY = 1 << 20
+MAX_ALERTS = 100          # alerts in one payload; a bigger payload is refused (413), not queued
+MAX_QUEUED = 500          # runs waiting; past it the receiver answers 503 with Retry-After (Alertmanager retries)
+BODY_DEADLINE_S = 10.0    # a body not received in full by then is refused (408)
+MIN_SECRET_CHARS = 32
 TOKEN_ENV, SECRET_ENV = "RUNBOOK_WEBHOOK_TOKEN", "RUNBOOK_WEBHOOK_SECRET"
 
 
@@ -59,45 +64,75 @@ class Spool:
                     job = json.loads(p.read_text())
                 except ValueError:
                     continue
-                if job.get("kind") == "run":
+                if job.get("kind") in ("run", "confirm"):
                     self._first.setdefault(job["dedupe_key"], (job["id"], job["received_at"]))
 
     def recover(self) -> int:
-        """Runs that were in flight when the process died go back to the queue."""
+        """Runs that were in flight when the process died go back to the queue (see :func:`reconcile`)."""
         moved = 0
         for p in sorted((self.root / "running").glob("*.json")):
             os.replace(p, self.root / "queued" / p.name)
             moved += 1
         return moved
 
+    def reconcile(self, root: Path) -> tuple[int, int]:
+        """Queued jobs whose run already reached the archive are finished, not run again: a sealed record finishes
+        its job; a run the crash interrupted is sealed as failed, its one record. Returns (finished, sealed)."""
+        from . import archive
+
+        finished = sealed = 0
+        for p in sorted((self.root / "queued").glob("*.json")):
+            try:
+                job = json.loads(p.read_text())
+            except ValueError:
+                continue
+            found = archive.find_job(root, job["incident_id"], job["id"])
+            if found is None:
+                continue
+            kind, path = found
+            if kind == "staging":
+                claimed = archive.claim_staging(path)
+                if claimed is None:
+                    continue
+                path = archive.finalize_interrupted(root, claimed, json.loads((claimed / "run.json").read_text()),
+                                                    "interrupted: runbook serve stopped mid-run; the alert's run was "
+                                                    "not repeated (re-run it with runbook run)")
+                sealed += 1
+            rec = archive.load_record(path)
+            self.finish(p, job, {"status": rec.status, "record": str(path), "reason": rec.run.get("reason", "")})
+            finished += 1
+        return finished, sealed
+
     def accept(self, job: alerts.Job, received_at: float) -> dict[str, Any]:
-        """Spool the job (or record it as a duplicate); returns what the reply says about it."""
+        """Spool the job (or record it as a duplicate); returns what the reply says about it. A resolved alert runs
+        once as a confirmation of the first run; its repeats within the window are duplicates, as firing ones are.
+        What is written is redacted: alert annotations can carry anything."""
         with self.cond:
-            key = job.dedupe_key
+            resolved = job.alert.status == "resolved"
+            key = job.dedupe_key + (":resolved" if resolved else "")
             first = self._first.get(key)
             now = time.time()
-            alert = asdict(job.alert)
-            if job.alert.status == "resolved":
-                jid = f"{int(now * 1000):013d}-{secrets.token_hex(4)}"
-                record = {"id": jid, "kind": "confirm", "confirms": first[0] if first else None,
-                          "notebook": job.notebook, "incident_id": job.incident_id, "environment": job.environment,
-                          "parameters": job.parameters, "route": job.route, "dedupe_key": key, "alert": alert,
-                          "received_at": received_at}
-                _fsync_write(self.root / "queued" / f"{jid}.json", record)
-                self.cond.notify()
-                return {"id": jid, "notebook": job.notebook, "incident": job.incident_id, "confirms": record["confirms"]}
+            alert = redact_tree(asdict(job.alert))
             if first is not None and now - first[1] <= self.window:
                 dup = {"duplicate_of": first[0], "dedupe_key": key, "alert": alert, "received_at": received_at}
                 _fsync_write(self.root / "duplicates" / f"{int(now * 1000):013d}-{secrets.token_hex(4)}.json", dup)
                 return {"duplicate_of": first[0], "incident": job.incident_id}
             jid = f"{int(now * 1000):013d}-{secrets.token_hex(4)}"
-            record = {"id": jid, "kind": "run", "notebook": job.notebook, "incident_id": job.incident_id,
-                      "environment": job.environment, "parameters": job.parameters, "route": job.route,
-                      "dedupe_key": key, "alert": alert, "received_at": received_at}
+            record = {"id": jid, "kind": "confirm" if resolved else "run", "notebook": job.notebook,
+                      "incident_id": job.incident_id, "environment": job.environment, "parameters": job.parameters,
+                      "route": job.route, "dedupe_key": key, "alert": alert, "received_at": received_at}
+            if resolved:
+                fired = self._first.get(job.dedupe_key)
+                record["confirms"] = fired[0] if fired else None
             _fsync_write(self.root / "queued" / f"{jid}.json", record)
             self._first[key] = (jid, now)
             self.cond.notify()
-            return {"id": jid, "notebook": job.notebook, "incident": job.incident_id}
+            reply = {"id": jid, "notebook": job.notebook, "incident": job.incident_id}
+            return {**reply, "confirms": record["confirms"]} if resolved else reply
+
+    def queued(self) -> int:
+        """Runs waiting for an executor."""
+        return sum(1 for _ in os.scandir(self.root / "queued"))
 
     def claim(self, stop: threading.Event) -> tuple[Path, dict[str, Any]] | None:
         """The oldest queued job, moved to ``running/`` (blocks until one is there or ``stop`` is set)."""
@@ -116,7 +151,7 @@ class Spool:
 
     def finish(self, running: Path, job: dict[str, Any], result: dict[str, Any]) -> None:
         ok = result.get("status") == "ok"
-        job.update(result=result, finished_at=time.time())
+        job.update(result=redact_tree(result), finished_at=time.time())
         _fsync_write(self.root / ("done" if ok else "failed") / running.name, job)
         running.unlink(missing_ok=True)
 
@@ -158,6 +193,18 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+def _die_with_parent() -> None:
+    """In an executor, before it starts: the kernel sends it SIGKILL when the server dies, however it dies, so no
+    orphan finishes a job the restarted server would run again (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))
+    except (OSError, AttributeError):
+        pass
+
+
 class Executors:
     """``size`` slots, each with one executor process that keeps a fresh kernel ready for its next job.
     A process that dies takes only its current job with it; the slot starts another."""
@@ -178,7 +225,8 @@ class Executors:
     def _spawn(self) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "runbook_lib.warm"] + ([self.archive] if self.archive else [])
         with open(self.spool.root / "executors.log", "a") as log:  # warm.py writes only redacted lines here
-            p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
+            p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
+                                 preexec_fn=_die_with_parent)
         with self.lock:
             self.procs.add(p)
         return p
@@ -256,46 +304,87 @@ class Executors:
                 p.kill()
 
 
+async def _read_body(request: Any) -> bytes | None:
+    """The request body, or None past :data:`MAX_BODY`."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return None
+    return bytes(body)
+
+
+def _authorized(request: Any, body: bytes, token: str | None, secret: str | None) -> bool:
+    """A bearer token or a signature (ours or PagerDuty's) over the raw body. Headers are compared as bytes, so
+    non-ASCII bytes in them are simply wrong, never an error."""
+    import hmac
+
+    def raw(name: str) -> bytes:
+        return request.headers.get(name, "").encode("latin-1", "replace")
+    auth = raw("authorization")
+    if token and auth.startswith(b"Bearer ") and hmac.compare_digest(auth[7:].strip(), token.encode()):
+        return True
+    if not secret:
+        return False
+    ours = b"sha256=" + hmac.new(secret.encode(), body, "sha256").hexdigest().encode()
+    if raw("x-runbook-signature").strip() and hmac.compare_digest(raw("x-runbook-signature").strip(), ours):
+        return True
+    theirs = b"v1=" + hmac.new(secret.encode(), body, "sha256").hexdigest().encode()
+    return any(hmac.compare_digest(sig.strip(), theirs) for sig in raw("x-pagerduty-signature").split(b",")
+               if sig.strip())
+
+
 def build_app(*, spool: Spool, metrics: Metrics, routes: list[alerts.Route], token: str | None,
-              secret: str | None) -> Any:
+              secret: str | None, max_alerts: int = MAX_ALERTS, max_queued: int = MAX_QUEUED) -> Any:
     """The Starlette application: POST /alerts, GET /healthz, GET /metrics."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse
     from starlette.routing import Route
 
-    def reject(status: int, message: str) -> JSONResponse:
+    def reject(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
         with metrics.lock:
             metrics.rejected += 1
-        return JSONResponse({"error": message}, status_code=status)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     async def receive(request: Request) -> JSONResponse:
+        import asyncio
+
+        from starlette.concurrency import run_in_threadpool
+
         received_at = time.time()
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
             return reject(413, f"body over {MAX_BODY} bytes")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                return reject(413, f"body over {MAX_BODY} bytes")
-        auth = request.headers.get("authorization", "")
-        sig = request.headers.get("x-runbook-signature", "")
-        pd_sig = request.headers.get("x-pagerduty-signature", "")
-        authed = bool(token) and auth.startswith("Bearer ") and secrets.compare_digest(auth[7:].strip(), token or "")
-        if not authed and secret:
-            authed = (bool(sig) and alerts.verify_hmac(body, sig, secret)) or \
-                (bool(pd_sig) and alerts.verify_pagerduty(body, pd_sig, secret))
-        if not authed:
+        if spool.queued() >= max_queued:
+            return reject(503, f"{max_queued} runs are already waiting; retry later", retry_after=30)
+        try:
+            body = await asyncio.wait_for(_read_body(request), BODY_DEADLINE_S)
+        except asyncio.TimeoutError:
+            return reject(408, f"body not received within {BODY_DEADLINE_S:.0f}s")
+        if body is None:
+            return reject(413, f"body over {MAX_BODY} bytes")
+        if not _authorized(request, body, token, secret):
             return reject(401, "missing or invalid bearer token or signature")
         try:
-            parsed = alerts.parse_payload(body)
+            parsed = await run_in_threadpool(alerts.parse_payload, body)
         except alerts.PayloadError as e:
             return reject(400 if "not JSON" in str(e) else 422, str(e))
+        if len(parsed) > max_alerts:
+            return reject(413, f"payload holds {len(parsed)} alerts; at most {max_alerts} are taken at once")
+        # routing and the fsynced spool writes run in a worker thread: the event loop keeps answering /healthz
+        accepted, duplicates, unrouted = await run_in_threadpool(_accept_all, parsed, received_at)
+        with metrics.lock:
+            metrics.received += len(parsed)
+            metrics.accepted += len(accepted)
+            metrics.deduplicated += len(duplicates)
+            metrics.unrouted += len(unrouted)
+        return JSONResponse({"accepted": accepted, "duplicates": duplicates, "unrouted": unrouted}, status_code=202)
+
+    def _accept_all(parsed: list[alerts.Alert], received_at: float) -> tuple[list[Any], list[Any], list[Any]]:
         accepted, duplicates, unrouted = [], [], []
         for alert in parsed:
-            with metrics.lock:
-                metrics.received += 1
             try:
                 job = alerts.route(alert, routes)
             except RunbookError as e:
@@ -306,11 +395,7 @@ def build_app(*, spool: Spool, metrics: Metrics, routes: list[alerts.Route], tok
                 continue
             outcome = spool.accept(job, received_at)
             (duplicates if "duplicate_of" in outcome else accepted).append(outcome)
-        with metrics.lock:
-            metrics.accepted += len(accepted)
-            metrics.deduplicated += len(duplicates)
-            metrics.unrouted += len(unrouted)
-        return JSONResponse({"accepted": accepted, "duplicates": duplicates, "unrouted": unrouted}, status_code=202)
+        return accepted, duplicates, unrouted
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", **spool.counts()})
@@ -323,26 +408,34 @@ def build_app(*, spool: Spool, metrics: Metrics, routes: list[alerts.Route], tok
 
 
 def serve(*, host: str, port: int, spool_dir: Path, archive: str | None, workers: int, dedupe_window_s: float,
-          routes_file: str | None) -> None:
+          routes_file: str | None, max_alerts: int = MAX_ALERTS, max_queued: int = MAX_QUEUED) -> None:
     """Run the receiver until interrupted."""
     import uvicorn
 
     token, secret = os.environ.get(TOKEN_ENV), os.environ.get(SECRET_ENV)
     if not token and not secret:
         raise RunbookError(f"set {TOKEN_ENV} (bearer token) or {SECRET_ENV} (HMAC secret) before serving")
+    for name, value in ((TOKEN_ENV, token), (SECRET_ENV, secret)):
+        if value is not None and len(value) < MIN_SECRET_CHARS:
+            raise RunbookError(f"{name} has {len(value)} characters; use at least {MIN_SECRET_CHARS} "
+                               "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
     routes = alerts.load_routes(routes_file)
     problems = alerts.check_routes(routes)
     if problems:
         raise RunbookError(f"alert routes are not usable: {problems[0]}")
     spool = Spool(spool_dir, dedupe_window_s)
     back = spool.recover()
+    if archive and not archive.startswith("s3://"):
+        spool.reconcile(Path(archive))
     metrics = Metrics()
     executors = Executors(spool, metrics, workers, archive)
     executors.start()
     print(f"runbook serve: listening on http://{host}:{port} ({workers} executors, spool {spool_dir}"
           f"{f', {back} interrupted runs re-queued' if back else ''})", flush=True)
     try:
-        uvicorn.run(build_app(spool=spool, metrics=metrics, routes=routes, token=token, secret=secret),
-                    host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(build_app(spool=spool, metrics=metrics, routes=routes, token=token, secret=secret,
+                              max_alerts=max_alerts, max_queued=max_queued),
+                    host=host, port=port, log_level="warning", access_log=False, limit_concurrency=64,
+                    timeout_keep_alive=5)
     finally:
         executors.shutdown()

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tests.helpers import wait_for
 from tests.test_runner import RUNBOOK, run_cli
 
 PAYLOADS = Path(__file__).parent / "payloads"
-TOKEN, SECRET = "tok-7c1d9e0a55b2", "whsec-2f6d1c8b9a"
+TOKEN, SECRET = "tok-7c1d9e0a55b2-0f3e8d2c9b1a7e6f5d4c", "whsec-2f6d1c8b9a-4e3d2c1b0a9f8e7d6c5b"
 pytestmark = pytest.mark.slow
 
 
@@ -240,6 +241,18 @@ def test_burst_of_200_alerts_with_duplicates_ends_in_exactly_one_run_each(tmp_pa
     assert rec.run["confirms"] == origin
 
 
+def _one_record_per_job(s: "Server", accepted: list[str]) -> dict[str, Path]:
+    """Every accepted job has exactly one record (found by the job id in its run.json)."""
+    by_job: dict[str, list[Path]] = {}
+    for rec in archive.records(s.archive):
+        job = (rec.run.get("alert") or {}).get("job_id")
+        if job:
+            by_job.setdefault(job, []).append(rec.path)
+    assert {j: len(v) for j, v in by_job.items() if len(v) != 1} == {}
+    assert set(accepted) <= set(by_job), set(accepted) - set(by_job)
+    return {j: v[0] for j, v in by_job.items()}
+
+
 def test_server_killed_mid_queue_runs_the_spooled_alerts_after_restart(tmp_path, server_factory):
     nbs = _probe_notebooks(tmp_path)
     s = server_factory(notebooks=nbs).start()
@@ -254,8 +267,68 @@ def test_server_killed_mid_queue_runs_the_spooled_alerts_after_restart(tmp_path,
     s2.port, s2.url = s.port, s.url
     s2.start()
     done = wait_for(lambda: (lambda d: d if set(accepted) <= set(d) else None)(s2.done()), timeout=180, interval=1)
-    assert all(done[j]["_where"] == "done" for j in accepted)
+    records = _one_record_per_job(s, accepted)
+    for j in accepted:  # run after the restart, or sealed as the interrupted run it was: never both
+        rec = archive.load_record(records[j])
+        assert (done[j]["_where"], rec.status) in (("done", "ok"), ("failed", "failed")), done[j]
+        if rec.status == "failed":
+            assert "runbook serve stopped mid-run" in rec.run["reason"]
     assert archive.verify(s.archive) == []  # interrupted records are complete too, marked failed
+
+
+def test_killing_only_the_server_takes_its_executors_with_it(tmp_path, server_factory):
+    nbs = _probe_notebooks(tmp_path)
+    s = server_factory(notebooks=nbs).start()
+    [job] = [a["id"] for a in s.post(am("orphan-1", alertname="Slow")).json()["accepted"]]
+    wait_for(lambda: any((s.archive).glob("*/.staging-*")), timeout=60, interval=0.1)  # mid-run
+    executors = [int(p) for p in subprocess.run(["pgrep", "-f", "runbook_lib.warm"], capture_output=True,
+                                                text=True).stdout.split()]
+    os.kill(s.proc.pid, signal.SIGKILL)  # the main process only, not its group
+    s.proc.wait(timeout=10)
+    wait_for(lambda: not [p for p in executors if Path(f"/proc/{p}").exists() and
+                          "Z" not in Path(f"/proc/{p}/stat").read_text().split(")")[1].split()[0]],
+             timeout=20, interval=0.2)
+    time.sleep(3)  # long enough for an orphan to have finished the 1.5 s job had it survived
+    assert not archive.records(s.archive)  # nothing archived the job behind the dead server's back
+    s2 = server_factory(notebooks=nbs)
+    s2.port, s2.url = s.port, s.url
+    s2.start()
+    done = wait_for(lambda: s2.done().get(job), timeout=120, interval=0.5)
+    assert done["_where"] == "failed" and "mid-run" in done["result"]["reason"]
+    assert len(_one_record_per_job(s, [job])) == 1 and archive.verify(s.archive) == []
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_kill_matrix_every_accepted_alert_ends_in_exactly_one_record(tmp_path, server_factory, trial):
+    """A burst with duplicates and resolved alerts, the server killed with SIGKILL (alone, or with its executors)
+    at a random moment, restarted, drained: each 202 has one record or a duplicate link to one."""
+    import random
+
+    nbs = _probe_notebooks(tmp_path)
+    rng = random.Random(trial)
+    s = server_factory(notebooks=nbs).start()
+    bodies = [am(f"m-{i % 12:02d}", alertname=rng.choice(["Probe", "Slow"])) for i in range(30)]
+    bodies += [am(f"m-{i:02d}", status="resolved") for i in range(3)]
+    accepted, linked = [], []
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for r in pool.map(s.post, bodies):
+            assert r.status_code == 202, r.text
+            accepted += [a["id"] for a in r.json()["accepted"]]
+            linked += [d["duplicate_of"] for d in r.json()["duplicates"]]
+    time.sleep(rng.uniform(0.2, 4.0))
+    if trial % 2:
+        os.kill(s.proc.pid, signal.SIGKILL)
+        s.proc.wait(timeout=10)
+    else:
+        s.stop(signal.SIGKILL)
+    s2 = server_factory(notebooks=nbs)
+    s2.port, s2.url = s.port, s.url
+    s2.start()
+    wait_for(lambda: set(accepted) <= set(s2.done()), timeout=300, interval=1)
+    _one_record_per_job(s, accepted)
+    assert set(linked) <= set(accepted)
+    assert not [p for p in s.archive.glob("*/.staging-*")]
+    assert archive.verify(s.archive) == []
 
 
 def test_one_crashing_notebook_does_not_stop_the_others(tmp_path, server_factory):
@@ -269,3 +342,115 @@ def test_one_crashing_notebook_does_not_stop_the_others(tmp_path, server_factory
     crashed = archive.load_record(Path(done[ids["c1"]]["result"]["record"]))
     assert crashed.status == "failed" and "runner:execution" in {f.key for f in crashed.findings()}
     assert "runbook_runs_failed_total 2" in httpx.get(s.url + "/metrics").text
+
+
+# --------------------------------------------------------------------------- the receiver under hostile input
+
+def _client(tmp_path: Path, window_s: float = 600, **limits: int):
+    from starlette.testclient import TestClient
+
+    from runbook_lib.server import Metrics, Spool, build_app
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {name: probe, match: {alertname: Probe}, notebook: probe}\n")
+    spool = Spool(tmp_path / "spool", window_s)
+    app = build_app(spool=spool, metrics=Metrics(), routes=alerts.load_routes(routes), token=TOKEN, secret=SECRET,
+                    **limits)
+    return TestClient(app, raise_server_exceptions=False), spool
+
+
+def _many(n: int, status: str = "firing") -> bytes:
+    return json.dumps({"version": "4", "status": status, "alerts": [
+        {"status": status, "labels": {"alertname": "Probe", "i": str(i)}, "fingerprint": f"f{i}"} for i in range(n)]}
+    ).encode()
+
+
+def test_malformed_headers_shapes_and_floods_get_4xx_or_503_never_a_500(tmp_path):
+    client, spool = _client(tmp_path, max_alerts=100, max_queued=5)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/alerts", content=am("x"), headers={"Authorization": b"Bearer \xff\xfe\xfd"}).status_code == 401
+    assert client.post("/alerts", content=am("x"), headers={"X-Runbook-Signature": b"sha256=\xe9\xe8"}).status_code == 401
+    assert client.post("/alerts", content=am("x"), headers={"X-PagerDuty-Signature": b"v1=\xff"}).status_code == 401
+    assert client.post("/alerts", content=b"[" * 1000 + b"]" * 1000, headers=auth).status_code in (400, 422)
+    listed = b'{"version": "4", "alerts": [{"labels": {"alertname": "Probe"}, "annotations": ["a", "b"]}]}'
+    r = client.post("/alerts", content=listed, headers=auth)
+    assert r.status_code == 422 and "annotations must be an object" in r.json()["error"]
+    r = client.post("/alerts", content=_many(101), headers=auth)
+    assert r.status_code == 413 and "101 alerts" in r.json()["error"] and spool.queued() == 0
+    r = client.post("/alerts", content=_many(5), headers=auth)
+    assert r.status_code == 202 and len(r.json()["accepted"]) == 5
+    full = client.post("/alerts", content=am("one-more"), headers=auth)
+    assert full.status_code == 503 and full.headers["Retry-After"] == "30"
+
+
+def test_resolved_alerts_are_deduplicated_like_firing_ones(tmp_path):
+    client, spool = _client(tmp_path)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    [run] = client.post("/alerts", content=am("r1"), headers=auth).json()["accepted"]
+    first = client.post("/alerts", content=am("r1", status="resolved"), headers=auth).json()
+    again = client.post("/alerts", content=am("r1", status="resolved"), headers=auth).json()
+    assert first["accepted"][0]["confirms"] == run["id"]
+    assert again["accepted"] == [] and again["duplicates"][0]["duplicate_of"] == first["accepted"][0]["id"]
+    assert spool.queued() == 2
+
+
+def test_a_repeat_after_the_dedupe_window_runs_again(tmp_path):
+    client, spool = _client(tmp_path, window_s=0.5)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    [first] = client.post("/alerts", content=am("w1"), headers=auth).json()["accepted"]
+    inside = client.post("/alerts", content=am("w1"), headers=auth).json()
+    assert inside["duplicates"][0]["duplicate_of"] == first["id"]
+    time.sleep(0.7)
+    [later] = client.post("/alerts", content=am("w1"), headers=auth).json()["accepted"]
+    assert later["id"] != first["id"] and spool.queued() == 2
+
+
+def test_every_job_gets_a_fresh_kernel(tmp_path, server_factory):
+    nbs = _probe_notebooks(tmp_path)
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "runbook", "display_name": "Python (runbook)", "language": "python"}
+    params = new_code_cell('incident_id = "x"\nenvironment = "local"\nwindow_start = "-60m"\nwindow_end = "now"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, new_code_cell("import builtins\nassert not hasattr(builtins, 'left_by_an_earlier_job')\n"
+                                      "builtins.left_by_an_earlier_job = True")]
+    nbformat.write(nb, nbs / "leak.ipynb")
+    (tmp_path / "routes.yaml").write_text("routes:\n  - {name: leak, match: {alertname: Leak}, notebook: leak}\n")
+    s = server_factory(notebooks=nbs).start()
+    ids = []
+    for i in range(3):  # two executors: at least one of them runs two of these jobs
+        [job] = s.post(am(f"leak-{i}", alertname="Leak")).json()["accepted"]
+        wait_for(lambda: job["id"] in s.done(), timeout=120, interval=0.3)
+        ids.append(job["id"])
+    assert [s.done()[j]["_where"] for j in ids] == ["done", "done", "done"]
+
+
+def test_fuzzed_webhook_never_answers_5xx(tmp_path):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    client, _ = _client(tmp_path, max_queued=10_000)
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                               lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                            max_size=4), max_leaves=20)
+    shaped = st.fixed_dictionaries({"version": st.sampled_from(["4", 4, "3", None]), "alerts": json_values,
+                                    "commonLabels": json_values})
+    bodies = st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode()),
+                       shaped.map(lambda v: json.dumps(v).encode()))
+    headers = st.dictionaries(st.sampled_from(["authorization", "x-runbook-signature", "x-pagerduty-signature",
+                                               "content-type"]), st.binary(max_size=40), max_size=3)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=bodies, extra=headers, signed=st.booleans())
+    def probe(body: bytes, extra: dict[str, bytes], signed: bool) -> None:
+        h: dict[str, bytes] = dict(extra)
+        if signed:
+            h["authorization"] = f"Bearer {TOKEN}".encode()
+        status = client.post("/alerts", content=body, headers=h).status_code
+        assert status < 500 or status == 503, (body[:200], h, status)
+    probe()
+
+
+def test_serve_refuses_short_tokens(tmp_path):
+    proc = run_cli("serve", "--port", "1", "--archive", str(tmp_path), env={"RUNBOOK_WEBHOOK_TOKEN": "short",
+                                                                           "RUNBOOK_WEBHOOK_SECRET": ""})
+    assert proc.returncode == 2 and "RUNBOOK_WEBHOOK_TOKEN has 5 characters; use at least 32" in proc.stderr

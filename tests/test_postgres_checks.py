@@ -110,15 +110,13 @@ def test_every_check_finishes_while_a_granted_access_exclusive_lock_is_held(db, 
     reader = sessions.open("reader")
     sessions.background(reader, f"SELECT count(*) FROM {table}")
     wait_for(lambda: waiting_on_lock(sessions.dsn, reader.info.backend_pid))
-    started = time.monotonic()
     results = {
         "invalid_indexes": pg.invalid_indexes(db), "sequences": pg.sequence_exhaustion(db),
         "lock_queue": pg.lock_queue(db), "tree": pg.blocking_tree(db), "wrap": pg.wraparound_risk(db),
         "vacuum": pg.autovacuum_activity(db), "xmin": pg.xmin_horizon(db), "idle": pg.idle_in_transaction(db),
         "progress": pg.ddl_progress(db), "statements": pg.statements(db),
     }
-    assert time.monotonic() - started < 5
-    for name, r in results.items():
+    for name, r in results.items():  # a lock_timeout SourceError would mean a check queued behind the DDL
         assert isinstance(r, pd.DataFrame), f"{name}: {r}"
     seq = results["sequences"]
     row = seq[seq["sequence"] == f"{table}_id_seq"].iloc[0]
@@ -130,6 +128,27 @@ def test_every_check_finishes_while_a_granted_access_exclusive_lock_is_held(db, 
     f = rules.ddl_lock_queue(queue, TH)
     hit = [x for x in f if x.subject == f"relation:{table}"][0]
     assert hit.severity is Severity.CRIT and "holds an AccessExclusiveLock" in hit.title
+
+
+def test_every_check_finishes_while_an_access_exclusive_lock_is_pending(db, sessions):
+    """A migration waiting for its AccessExclusiveLock queues every later lock on the table, so a size read would
+    wait behind it (and time out): the checks must skip the table rather than queue."""
+    table = _table(sessions)
+    holder = sessions.open("report", autocommit=False)
+    holder.execute(f"SELECT count(*) FROM {table}")  # AccessShareLock held, transaction left open
+    ddl = sessions.open("migrate")
+    sessions.background(ddl, f"ALTER TABLE {table} ADD COLUMN w int")  # AccessExclusiveLock pending behind it
+    wait_for(lambda: waiting_on_lock(sessions.dsn, ddl.info.backend_pid))
+    results = {"invalid_indexes": pg.invalid_indexes(db), "sequences": pg.sequence_exhaustion(db),
+               "lock_queue": pg.lock_queue(db), "tree": pg.blocking_tree(db), "wrap": pg.wraparound_risk(db)}
+    for name, r in results.items():  # a lock_timeout SourceError would mean the check queued behind the DDL
+        assert isinstance(r, pd.DataFrame), f"{name}: {r}"
+    seq = results["sequences"]
+    row = seq[seq["sequence"] == f"{table}_id_seq"].iloc[0]
+    assert bool(row["locked"]) and pd.isna(row["last_value"])
+    mine = results["lock_queue"][results["lock_queue"]["relation"] == table]
+    ddl_row = mine[mine["pid"] == ddl.info.backend_pid].iloc[0]
+    assert ddl_row["mode"] == "AccessExclusiveLock" and not bool(ddl_row["granted"])
 
 
 def test_idle_in_transaction_and_long_transactions_are_found_with_ages(db, sessions):
@@ -354,11 +373,9 @@ def test_unreachable_server_is_an_error_finding_not_an_exception():
     from runbook_lib.sandbox import free_port
 
     d = pg.Database(f"postgresql://u:secret-pw-xyz@127.0.0.1:{free_port()}/app")
-    started = time.monotonic()
     conns, tree = pg.connection_saturation(d), pg.blocking_tree(d)
     assert isinstance(conns, SourceError) and conns.kind == "unreachable"
     assert isinstance(tree, SourceError) and tree.check == "blocking_tree"
-    assert time.monotonic() - started < 10
     [f] = rules.connection_saturation(conns, TH)
     assert f.severity is Severity.ERROR and "secret-pw-xyz" not in str(f.to_dict())
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from ..redact import redact
 from . import SourceError
@@ -42,13 +41,14 @@ def _frame(items: list[dict[str, Any]], source: str) -> pd.DataFrame | SourceErr
 
 def from_file(path: str | Path) -> pd.DataFrame | SourceError:
     """A YAML or JSON list of ``{time, service, kind, version, description}``."""
+    from ..config import read_yaml
+    from ..errors import ConfigError
+
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as e:
-        return SourceError(SOURCE, "file", "config", f"cannot read {p}: {e.strerror}")
-    except yaml.YAMLError as e:
-        return SourceError(SOURCE, "file", "error", f"{p} is not valid YAML/JSON: {str(e).splitlines()[0]}")
+        data = read_yaml(p, "changes file")
+    except ConfigError as e:
+        return SourceError(SOURCE, "file", "config" if "cannot read" in str(e) else "error", str(e))
     if isinstance(data, dict):
         data = data.get("changes", [])
     if not isinstance(data, list):

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..redact import known_secrets, redact
+from ..redact import TRIGGERS, known_secrets, redact
 from . import SourceError
 
 SOURCE = "logs"
@@ -125,17 +125,13 @@ def _levels(raw: pd.Series | None, n: int, index: pd.Index) -> pd.Series:
     return low.map(lambda v: _LEVEL_WORDS.get(v, v if v and v != "nan" else "info")).astype("str")
 
 
-_TRIGGERS = ["://", "pass", "pwd", "bearer", "basic", "eyj", "key", "token", "secret", "sk_", "ghp_", "gho_",
-             "xox", "sbp_", "@"]
-
-
 def _redact_column(s: pd.Series) -> pd.Series:
     """Redact only the rows that could hold a secret. Log fields repeat a lot, so the case-insensitive
     pre-filter runs (in pyarrow) on the distinct values, and the exact redaction on the few it flags."""
     if s.empty:
         return s
     text = s if pd.api.types.is_string_dtype(s.dtype) and s.dtype != object else s.astype("str")
-    pattern = "|".join([re.escape(t) for t in _TRIGGERS] + [re.escape(x) for x in known_secrets()])
+    pattern = "|".join([re.escape(t) for t in TRIGGERS] + [re.escape(x) for x in known_secrets()])
     head = text.iloc[:2000]
     if head.nunique() > len(head) // 2:  # mostly distinct (ids): filter the column itself
         mask = text.str.contains(pattern, regex=True, case=False, na=False)
