@@ -47,7 +47,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
 
 @pytest.fixture(scope="session")
 def node_modules(tmp_path_factory: pytest.TempPathFactory):
-    """BullMQ, Bull and ioredis from the npm registry, installed once per test session."""
+    """BullMQ, Bull, ioredis, pino and pino-http from the npm registry, installed once per test session."""
     import shutil
 
     from tests.queue_workloads import install_node_packages

@@ -276,16 +276,26 @@ def _change_markers(ax: object, changes: pd.DataFrame | SourceError | None) -> N
 
 def error_rate(rates: pd.DataFrame, changes: pd.DataFrame | SourceError | None = None,
                title: str = "Error rate per service") -> Chart:
-    """Share of each minute's lines that were errors, per service, with changes marked."""
+    """Per service, with changes marked: the failing share of each minute's requests (left axis) where the logs
+    carry requests, error events a minute (right axis) where they do not; the legend says which."""
     if (c := _unavailable(title, rates)) is not None:
         return c
     fig = Figure(figsize=(10, 3.6))
     ax = fig.subplots()
+    events_ax = None
     for service, g in rates.groupby("service"):
-        ax.plot(g["time"].dt.tz_convert("UTC").dt.tz_localize(None), 100 * g["error_rate"], label=_text(service),
-                marker=".")
-    ax.set_ylabel("% of lines")
+        t = g["time"].dt.tz_convert("UTC").dt.tz_localize(None)
+        if g["denominator"].iloc[0] == "requests":
+            ax.plot(t, 100 * g["error_rate"].fillna(0.0), label=_text(f"{service} (% of requests)"), marker=".")
+        else:
+            events_ax = events_ax or ax.twinx()
+            events_ax.plot(t, g["errors_per_min"], label=_text(f"{service} (error events/min)"), marker="x", ls="--")
+    ax.set_ylabel("% of requests failing")
     ax.set_ylim(bottom=0)
+    if events_ax is not None:
+        events_ax.set_ylabel("error events a minute")
+        events_ax.set_ylim(bottom=0)
+        events_ax.legend(fontsize=7, loc="upper right")
     _change_markers(ax, changes)
     ax.legend(fontsize=7, loc="upper left")
     ax.set_title(title + " (UTC)", fontsize=10)

@@ -73,6 +73,15 @@ class Environment:
             return None, f"${var} (named by redis.url_env in environment '{self.name}') is not set"
         return value, f"${var}"
 
+    def role_of(self, service: str) -> str:
+        """What a service does (``services.<name>.role``; else inferred from its name, see :func:`infer_role`)."""
+        spec = self.services.get(service) or {}
+        return str(spec.get("role") or infer_role(service)) if isinstance(spec, dict) else infer_role(service)
+
+    def services_with_role(self, role: str) -> list[str]:
+        """The services that do ``role`` (auth, web, api, worker), in the file's order."""
+        return [name for name in self.services if self.role_of(name) == role]
+
     def secret_values(self) -> list[str]:
         """Every secret value this environment can resolve right now (for scrubbing outputs)."""
         names = {PG_DSN_OVERRIDE, REDIS_URL_OVERRIDE}
@@ -81,6 +90,19 @@ class Environment:
         for v in values:
             register_secret(v)
         return values
+
+
+ROLE_WORDS = (("auth", ("identity", "auth", "login", "sso", "gotrue", "oauth")),
+              ("web", ("portal", "web", "frontend", "next", "site", "ui")),
+              ("worker", ("worker", "tasks", "jobs", "queue", "sidekiq", "celery")),
+              ("api", ("api", "backend", "gateway")))
+
+
+def infer_role(service: str) -> str:
+    """A role from a service's name when the environment file gives none (the playbook's names: identity -> auth,
+    portal -> web, worker/tasks -> worker); ``other`` when the name says nothing."""
+    low = service.lower()
+    return next((role for role, words in ROLE_WORDS if any(w in low for w in words)), "other")
 
 
 def _secret_var_names(node: Any) -> set[str]:

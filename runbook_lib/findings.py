@@ -271,8 +271,10 @@ class Thresholds:
                                               # is a finding, whatever the consumers' liveness
     # services, logs, changes
     health_latency_warn_ms: float = 1000.0    # a health endpoint answering slower than this
-    error_rate_warn: float = 0.05             # share of a minute's lines that are errors at the spike's peak
+    error_rate_warn: float = 0.05             # share of a minute's requests that failed at the spike's peak
     error_rate_crit: float = 0.20
+    error_events_warn_per_min: float = 3.0    # error events a minute at the peak, for a service that logs no requests
+    error_events_crit_per_min: float = 10.0
     change_lead_s: float = 1800.0             # a change this long before an error onset "lines up" with it
     outage_prolonged_min: float = 15.0        # minutes of elevated errors before the maintenance page
 

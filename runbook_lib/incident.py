@@ -42,6 +42,14 @@ class Incident:
             self._redis = redis_source.RedisTarget.from_environment(self.environment, missing=self._missing())
         return self._redis
 
+    def service_for(self, role: str, given: str = "") -> str:
+        """The service a notebook looks at: ``given`` when the responder named one, else the first service of the
+        environment whose role is ``role`` (``services.<name>.role``, or inferred from its name)."""
+        if given or self.environment is None:
+            return given
+        found = self.environment.services_with_role(role)
+        return found[0] if found else ""
+
     def _missing(self) -> str:
         return "; ".join(self.problems) or "no environment"
 

@@ -55,7 +55,10 @@ class Service(Strict):
     url: str | None = None
     health: str | None = Field(None, description="health path, e.g. /health")
     logs: Logs | None = None
-    role: str | None = Field(None, description="what the service does: auth, web, api, worker, ...")
+    requests: Logs | None = Field(None, description="the access log of the proxy in front of it (nginx/ingress), "
+                                                    "when the service logs no requests itself")
+    role: str | None = Field(None, description="what the service does: auth, web, api, worker (default: from its "
+                                               "name: identity -> auth, portal -> web, worker -> worker)")
 
 
 class Changes(Strict):

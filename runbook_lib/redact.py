@@ -27,7 +27,13 @@ _QUOTED = r"\"(?:[^\"\\]|\\.)*\"|'[^']*'"
 _KEEP = re.compile(r"(?i)^(true|false|null|none|\d{1,5}|\$\d+|%s|\?|\[REDACTED\])$")
 
 
+_NOT_A_KEY = re.compile(r"(?i)(error|exception|warning|expired|invalid|missing|count|used|limit)$")
+
+
 def _keyword_value(m: re.Match[str]) -> str:
+    key = m.group("key").strip().rstrip(":=").strip().strip("\"'")
+    if _NOT_A_KEY.search(key):  # "JsonWebTokenError: invalid JWT", "tokens: 3": a message or a count, not a secret
+        return m.group(0)
     value = m.group("val")
     bare = value[1:-1] if value[:1] in "\"'" and value[-1:] == value[:1] and len(value) > 1 else value
     if not bare or _KEEP.match(bare):

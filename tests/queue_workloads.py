@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 NODE_SCRIPT = Path(__file__).parent / "node" / "queues.js"
-NODE_PACKAGES = ("bullmq@5", "bull@4", "ioredis@5")
+NODE_PACKAGES = ("bullmq@5", "bull@4", "ioredis@5", "pino@9", "pino-http@10")
 
 
 def install_node_packages(directory: Path) -> Path:
-    """``npm install`` BullMQ, Bull and ioredis into ``directory``; returns its node_modules. Raises on failure."""
+    """``npm install`` BullMQ, Bull, ioredis, pino and pino-http into ``directory``; returns its node_modules."""
     proc = subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--no-save", *NODE_PACKAGES],
                           cwd=directory, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:

@@ -140,9 +140,11 @@ def test_every_log_format_normalized_with_corrupt_and_mixed_lines_and_gzip(tmp_p
         f"{(t0 + timedelta(seconds=6)).isoformat()} GET /dashboard 500 in 41ms\n"
         + json.dumps({"level": "error", "msg": "json line in a text file", "time": t0.isoformat()}) + "\n")
     nx = logs.read_files("portal", str(tmp_path / "next.log"))
-    assert set(nx.attrs["formats"]) == {"text", "pino"} and len(nx) == 5
+    # four events from five lines: the stack frame belongs to the error above it
+    assert set(nx.attrs["formats"]) == {"text", "pino"} and len(nx) == 4 and nx.attrs["lines"] == 5
     texts = nx[nx["format"] == "text"].set_index("message")
     assert texts.loc["Ready in 2.3s", "level"] == "info" and texts.loc["Error: fetch failed", "level"] == "error"
+    assert "at async Page" in texts.loc["Error: fetch failed", "stack"]
     assert "\x1b" not in "".join(nx["message"].astype(str))
     assert int(nx["status"].max()) == 500
 

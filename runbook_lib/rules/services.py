@@ -102,21 +102,54 @@ def redis_reachable(info: Any, playbook: str) -> list[Finding]:
                       f"{info.get('connected_clients', '?')} clients)", playbook)
 
 
-def error_spikes(onsets: pd.DataFrame, th: Thresholds, playbook: str, what: str = "errors") -> list[Finding]:
-    """A service whose error share rose sharply: when it started, how high, how long."""
+def spike_severity(o: Any, th: Thresholds) -> Severity | None:
+    """A spike's severity by the measure its logs allow: the failing share of requests, or error events a minute
+    for a service that logs no requests."""
+    if o.denominator == "requests":
+        if o.peak_rate < th.error_rate_warn:
+            return None
+        return Severity.CRIT if o.peak_rate >= th.error_rate_crit else Severity.WARN
+    if o.peak_rate < th.error_events_warn_per_min:
+        return None
+    return Severity.CRIT if o.peak_rate >= th.error_events_crit_per_min else Severity.WARN
+
+
+def error_spikes(onsets: pd.DataFrame, th: Thresholds, playbook: str, what: str = "errors",
+                 details: pd.DataFrame | None = None) -> list[Finding]:
+    """A service whose errors rose sharply: when, how high, against which denominator (requests, or error events a
+    minute for a server that logs no requests), the failing status codes and the top reasons before and after."""
     check = "svc.error_spike"
+    extra = {r.service: r for r in details.itertuples()} if details is not None and len(details) else {}
     out = []
     for o in onsets.itertuples():
-        if o.peak_rate < th.error_rate_warn:
+        sev = spike_severity(o, th)
+        if sev is None:
             continue
-        sev = Severity.CRIT if o.peak_rate >= th.error_rate_crit else Severity.WARN
-        out.append(Finding(check, o.service, sev,
-                           f"{o.service}: {what} rose to {100 * o.peak_rate:.0f}% of requests at "
-                           f"{o.peak_at:%H:%M} UTC (from {100 * o.baseline_rate:.1f}%), onset {o.onset:%H:%M}",
-                           detail=f"{o.errors_since_onset} {what} since the onset; elevated for {o.minutes_elevated} min",
-                           action="Find what changed at the onset (changes below) and the new error messages",
-                           playbook=playbook, evidence={"onset": o.onset, "peak_rate": o.peak_rate,
-                                                        "baseline_rate": o.baseline_rate}))
+        d = extra.get(o.service)
+        codes = ", ".join(f"{k}: {v:,}" for k, v in sorted(d.statuses.items())) if d is not None and d.statuses else ""
+        if o.denominator == "requests":
+            title = (f"{o.service}: {what} rose to {100 * o.peak_rate:.0f}% of {o.peak_total:,} requests at "
+                     f"{o.peak_at:%H:%M} UTC (from {100 * o.baseline_rate:.1f}%), onset {o.onset:%H:%M}"
+                     + (f"; {codes}" if codes else ""))
+            measure = "failing requests over requests, per minute"
+        else:
+            title = (f"{o.service}: {o.peak_rate:.0f} error events a minute at {o.peak_at:%H:%M} UTC (baseline "
+                     f"{o.baseline_rate:.1f}/min), onset {o.onset:%H:%M}; it logs no requests, so no share of "
+                     "requests can be given")
+            measure = "error events per minute against the minutes before the onset"
+        reasons = "; ".join(f"{r} ({n}x)" for r, n in (d.reasons_after if d is not None else [])[:3])
+        before = "; ".join(f"{r} ({n}x)" for r, n in (d.reasons_before if d is not None else [])[:3])
+        out.append(Finding(check, o.service, sev, title[:300],
+                           detail=f"Measured as {measure}. {o.errors_since_onset} since the onset; elevated for "
+                                  f"{o.minutes_elevated} min. Top reasons since: {reasons or 'none logged'}. "
+                                  f"Before: {before or 'none'}.",
+                           action="Find what changed at the onset (changes below) and the new reasons",
+                           playbook=playbook,
+                           evidence={"onset": o.onset, "denominator": o.denominator, "peak_rate": o.peak_rate,
+                                     "baseline_rate": o.baseline_rate, "peak_total": o.peak_total,
+                                     "statuses": d.statuses if d is not None else {},
+                                     "reasons_after": d.reasons_after if d is not None else [],
+                                     "reasons_before": d.reasons_before if d is not None else []}))
     return out or _ok(check, f"No {what} spike in the window", playbook)
 
 
@@ -178,15 +211,29 @@ def prolonged_outage(onsets: pd.DataFrame, checks: pd.DataFrame | SourceError, s
 
 
 def log_quality(frame: pd.DataFrame | SourceError, service: str, playbook: str) -> list[Finding]:
-    """Lines that could not be parsed (counted, sampled) and a log source that could not be read."""
+    """A log source that could not be read, one mostly unreadable (a copytruncate hole of NUL bytes, binary data,
+    the wrong format), and lines that could not be parsed (counted, sampled)."""
     check = "svc.logs"
     if isinstance(frame, SourceError):
         return [from_source_error(frame, check, playbook)]
-    skipped = int(frame.attrs.get("skipped", 0))
+    a = frame.attrs
+    read, bad = int(a.get("read_bytes", 0)) + int(a.get("unreadable_bytes", 0)), int(a.get("unreadable_bytes", 0))
+    lines, skipped = int(a.get("lines", 0)), int(a.get("skipped", 0))
+    if (read and bad > read / 2) or (lines and skipped > lines / 2):
+        share = max(bad / read if read else 0.0, skipped / lines if lines else 0.0)
+        return [Finding(check, f"{service}:unreadable", Severity.WARN,
+                        f"{service}: its log is mostly unreadable ({100 * share:.0f}%: {bad:,} bytes of NUL or binary "
+                        f"data, {skipped:,} of {lines:,} lines unparsed)",
+                        detail="A copytruncate rotation leaves a hole of NUL bytes; binary data or the wrong format "
+                               "make lines unparseable. What could be read is used; the rest says nothing.",
+                        action="Check the file's rotation (copytruncate) and logs.format in the environment file",
+                        playbook=playbook, evidence={"unreadable_bytes": bad, "skipped": skipped, "lines": lines,
+                                                     "sample": a.get("skipped_sample", [])})]
     if skipped:
         return [Finding(check, f"{service}:skipped", Severity.INFO,
-                        f"{service}: {skipped} of {frame.attrs.get('lines', '?')} log lines could not be parsed",
-                        detail=" | ".join(frame.attrs.get("skipped_sample", [])[:3]),
+                        f"{service}: {skipped} of {lines} log lines could not be parsed",
+                        detail=" | ".join(a.get("skipped_sample", [])[:3]),
                         action="Nothing urgent: they are left out of the rates", playbook=playbook,
-                        evidence={"skipped": skipped, "sample": frame.attrs.get("skipped_sample", [])})]
-    return _ok(check, f"{service}: {len(frame)} log lines in the window", playbook)
+                        evidence={"skipped": skipped, "sample": a.get("skipped_sample", [])})]
+    events = a.get("events", len(frame))
+    return _ok(check, f"{service}: {len(frame)} events in the window ({events} read, from {lines} lines)", playbook)

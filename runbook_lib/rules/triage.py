@@ -12,6 +12,7 @@ from ..sources import SourceError
 NOTEBOOK_PLAYBOOK = {"database_pressure": "Database pressure", "queue_backlog": "Queue backlog",
                      "auth_failures": "Authentication failures", "portal_outage": "Portal outages"}
 _SCORE = {"crit": 3, "warn": 2, "info": 1}
+ROLE_NOTEBOOK = {"auth": "auth_failures", "web": "portal_outage", "worker": "queue_backlog"}
 
 
 def _df(x: Any) -> pd.DataFrame | None:
@@ -21,11 +22,16 @@ def _df(x: Any) -> pd.DataFrame | None:
 def recommend(*, health: Any = None, connections: Any = None, blocking: Any = None, long_queries: Any = None,
               redis_info: Any = None, depths: Any = None, consumers: Any = None, supabase_status: Any = None,
               supabase_keys: Any = None, onsets: Any = None, lined: Any = None,
-              th: Thresholds | None = None) -> pd.DataFrame:
+              th: Thresholds | None = None, roles: dict[str, str] | None = None) -> pd.DataFrame:
     """Symptom notebooks ranked by how strongly the evidence points at them: notebook, urgency
     (crit/warn/info), score, reasons. Notebooks with no reason are listed with urgency ``none``."""
+    from ..config import infer_role
+
     th = th or Thresholds()
     reasons: dict[str, list[tuple[str, str]]] = {nb: [] for nb in NOTEBOOK_PLAYBOOK}
+
+    def role(service: str) -> str:
+        return (roles or {}).get(service) or infer_role(service)
 
     def add(nb: str, urgency: str, why: str) -> None:
         reasons[nb].append((urgency, why))
@@ -33,12 +39,12 @@ def recommend(*, health: Any = None, connections: Any = None, blocking: Any = No
     h = _df(health)
     down = set(h.loc[~h["ok"], "service"]) if h is not None and len(h) else set()
     for svc in down:
-        if svc in ("identity", "auth"):
+        if role(svc) == "auth":
             add("auth_failures", "crit", f"{svc} health check fails")
             add("portal_outage", "warn", f"{svc} (which the portal needs) is unhealthy")
-        elif svc in ("portal", "web", "frontend"):
+        elif role(svc) == "web":
             add("portal_outage", "crit", f"{svc} health check fails")
-        elif svc in ("worker", "tasks"):
+        elif role(svc) == "worker":
             add("queue_backlog", "warn", f"{svc} health check fails")
     if isinstance(connections, SourceError):
         add("database_pressure", "crit", f"Postgres cannot be read ({connections.kind})")
@@ -78,18 +84,21 @@ def recommend(*, health: Any = None, connections: Any = None, blocking: Any = No
         add("portal_outage", "warn", "Supabase is unreachable")
     o = _df(onsets)
     if o is not None:
+        from .services import spike_severity
+
         for r in o.itertuples():
-            if r.peak_rate < th.error_rate_warn:
+            sev = spike_severity(r, th)
+            if sev is None:
                 continue
-            urgency = "crit" if r.peak_rate >= th.error_rate_crit else "warn"
-            nb = {"identity": "auth_failures", "auth": "auth_failures", "portal": "portal_outage",
-                  "worker": "queue_backlog", "tasks": "queue_backlog"}.get(r.service)
+            urgency = sev.value
+            nb = ROLE_NOTEBOOK.get(role(r.service))
             if nb:
-                add(nb, urgency, f"{r.service} errors at {100 * r.peak_rate:.0f}% since {r.onset:%H:%M}")
+                level = f"{100 * r.peak_rate:.0f}%" if r.denominator == "requests" else f"{r.peak_rate:.0f}/min"
+                add(nb, urgency, f"{r.service} errors at {level} since {r.onset:%H:%M}")
     ln = _df(lined)
     if ln is not None and len(ln):
         for r in ln[ln["same_service"]].drop_duplicates("service").itertuples():
-            nb = {"identity": "auth_failures", "portal": "portal_outage"}.get(r.service)
+            nb = {"auth": "auth_failures", "web": "portal_outage"}.get(role(r.service))
             if nb:
                 add(nb, "warn", f"{r.change_service} {r.kind} {r.version} landed before the onset")
     rows = []

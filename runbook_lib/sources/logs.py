@@ -48,7 +48,10 @@ class ParseStats:
 
     lines: int = 0
     parsed: int = 0
+    events: int = 0             # records after multi-line grouping (a stack trace is one event, not 20 lines)
     skipped: int = 0
+    unreadable_bytes: int = 0   # NUL holes (copytruncate) and binary data passed over
+    read_bytes: int = 0
     outside_window: int = 0
     untimed: int = 0
     skipped_sample: list[str] = field(default_factory=list)
@@ -64,7 +67,10 @@ class ParseStats:
     def merge(self, other: ParseStats) -> None:
         self.lines += other.lines
         self.parsed += other.parsed
+        self.events += other.events
         self.skipped += other.skipped
+        self.unreadable_bytes += other.unreadable_bytes
+        self.read_bytes += other.read_bytes
         self.outside_window += other.outside_window
         self.untimed += other.untimed
         self.skipped_sample = (self.skipped_sample + other.skipped_sample)[:SAMPLE_LIMIT]
@@ -148,6 +154,20 @@ def _redact_column(s: pd.Series) -> pd.Series:
     return out.where(s.notna(), None)
 
 
+def _reason(df: pd.DataFrame) -> pd.Series:
+    """Why a record failed, the most specific its fields say: ``err.type: err.message`` (pino-http), then
+    ``error.message``, ``error``, the exception line that ends a traceback, then the message."""
+    def text(name: str) -> pd.Series:
+        col = df[name] if name in df.columns else pd.Series([None] * len(df), index=df.index, dtype="object")
+        return col.astype("object").where(col.notna() & (col.astype("str").str.len() > 0), None)
+    etype, emsg = text("err.type"), text("err.message")
+    pino = (etype.astype("str") + ": " + emsg.astype("str")).where(etype.notna() & emsg.notna(), emsg)
+    out = pino
+    for name in ("error.message", "error", "exception", "msg", "message"):
+        out = out.where(out.notna(), text(name))
+    return out
+
+
 def normalize(df: pd.DataFrame, service: str, fmt: str) -> pd.DataFrame:
     """Map a frame of parsed fields (pino, bunyan, logrus/GoTrue, logfmt, text) to the normalized columns."""
     n = len(df)
@@ -172,9 +192,12 @@ def normalize(df: pd.DataFrame, service: str, fmt: str) -> pd.DataFrame:
             latency = latency.where(latency.notna(), pd.to_numeric(df[name], errors="coerce"))
     out["latency_ms"] = latency.astype("float64")
     out["error"] = _redact_column(_coalesce(df, "err.message", "error", "err", "error_code", "err.type"))
+    out["reason"] = _redact_column(_reason(df))
     out["request_id"] = _coalesce(df, "req.id", "request_id", "reqId", "requestId", "x_request_id")
     out["format"] = fmt
-    used = {"time", "timestamp", "ts", "@timestamp", "date", "level", "severity", "lvl", "msg", "message",
+    if "stack" in df.columns:
+        out["stack"] = _redact_column(df["stack"])
+    used = {"exception", "stack", "err.type", "error.message", "error.type", "time", "timestamp", "ts", "@timestamp", "date", "level", "severity", "lvl", "msg", "message",
             "res.statusCode", "status", "statusCode", "status_code", "res.status", "req.method", "method",
             "req.url", "path", "route", "url", "req.path", "responseTime", "duration", "latency_ms", "elapsed_ms",
             "response_time", "err.message", "error", "err", "req.id", "request_id", "reqId", "requestId",
@@ -283,9 +306,12 @@ def _flatten_dict(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _blocks(f: Any, size: int | None = None) -> Iterator[bytes | memoryview]:
+def _blocks(f: Any, size: int | None = None, stats: ParseStats | None = None,
+            stop: Any = None) -> Iterator[bytes | memoryview]:
     """Chunks of whole lines, about ``size`` (default ``BLOCK_BYTES``) bytes each. On a seekable file the
-    partial last line is re-read with the next chunk (no copying); on a stream (gzip) it is carried over."""
+    partial last line is re-read with the next chunk (no copying); on a stream (gzip) it is carried over. NUL
+    bytes (what copytruncate leaves) are dropped and counted; a "line" longer than a block is binary garbage,
+    passed over to its end and counted. ``stop(block)`` True ends the reading after that block (past the window)."""
     size = size or BLOCK_BYTES
     seekable = not isinstance(f, gzip.GzipFile) and f.seekable()
     rest = b""
@@ -295,22 +321,33 @@ def _blocks(f: Any, size: int | None = None) -> Iterator[bytes | memoryview]:
             if rest.strip():
                 yield rest
             return
+        if stats is not None:
+            stats.read_bytes += len(chunk)
+            if b"\x00" in chunk:
+                before = len(chunk)
+                chunk = chunk.replace(b"\x00", b"")
+                stats.unreadable_bytes += before - len(chunk)
+                seekable = False  # offsets no longer match the file: carry the partial line instead
         if rest:
             chunk = rest + chunk
             rest = b""
         cut = chunk.rfind(b"\n")
         if cut < 0:
-            if len(chunk) < size:  # the last line, without a newline
-                yield chunk
-                return
-            rest = chunk  # one very long line: keep reading
+            if len(chunk) >= 4 * size:  # no newline in four blocks: not a line, binary data
+                if stats is not None:
+                    stats.unreadable_bytes += len(chunk)
+                continue
+            rest = chunk  # a long line, or the last one without a newline: keep reading
             continue
         if seekable and cut + 1 < len(chunk):
             f.seek(cut + 1 - len(chunk), os.SEEK_CUR)
-            yield memoryview(chunk)[: cut + 1]
+            block = memoryview(chunk)[: cut + 1]
         else:
             rest = chunk[cut + 1:]
-            yield memoryview(chunk)[: cut + 1]
+            block = memoryview(chunk)[: cut + 1]
+        yield block
+        if stop is not None and stop(block):
+            return
 
 
 def _prefetched(blocks: Iterator[Any], depth: int = 2) -> Iterator[Any]:
@@ -352,6 +389,9 @@ _GLYPH_LEVELS = {"⨯": "error", "✖": "error", "✗": "error", "×": "error", 
                  "▲": "info", "ℹ": "info", "◐": "info", "λ": "info", "●": "info"}
 _WORD_LEVEL = re.compile(r"\b(TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL|PANIC|CRITICAL)\b", re.IGNORECASE)
 _STATUS_IN_TEXT = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)\s+(\S+)\s+(\d{3})\b(?:\s+in\s+(\d+(?:\.\d+)?)ms)?")
+# nginx/ingress "combined": addr - user [time] "GET /path HTTP/1.1" 500 123 "referer" "agent" [request_time]
+_ACCESS = re.compile(r'"(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|CONNECT|TRACE) (\S+) HTTP/[\d.]+" (\d{3}) (\d+|-)'
+                     r'(?: "[^"]*" "[^"]*"(?: (\d+(?:\.\d+)?))?)?')
 
 
 def parse_logfmt_line(line: str) -> dict[str, Any] | None:
@@ -391,8 +431,15 @@ def parse_text_line(line: str) -> dict[str, Any]:
             out["level"] = m.group(1).lower()
         elif re.search(r"\b(Error|Exception|Unhandled|failed)\b", stripped):
             out["level"] = "error"
-    r = _STATUS_IN_TEXT.search(stripped)
-    if r:
+    a = _ACCESS.search(stripped)
+    r = None if a else _STATUS_IN_TEXT.search(stripped)
+    if a:
+        out.update(method=a.group(1), route=a.group(2), status=int(a.group(3)), access_log=True)
+        if a.group(5):
+            out["latency_ms"] = float(a.group(5)) * 1000  # nginx $request_time is in seconds
+        if int(a.group(3)) >= 500:
+            out.setdefault("level", "error")
+    elif r:
         out.update(method=r.group(1), route=r.group(2), status=int(r.group(3)))
         if r.group(4):
             out["latency_ms"] = float(r.group(4))
@@ -418,58 +465,113 @@ def _open(path: str) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # type: ignore[return-value]
 
 
-def _read_file(path: str, service: str, fmt: str, stats: ParseStats) -> list[pd.DataFrame]:
+def _read_file(path: str, service: str, fmt: str, stats: ParseStats, start: datetime | None = None,
+               end: datetime | None = None) -> list[pd.DataFrame]:
     frames: list[pd.DataFrame] = []
+    gz = path.endswith(".gz")
+    mtime = datetime.fromtimestamp(os.path.getmtime(path), timezone.utc)
+    if gz and start is not None and mtime < start:
+        return frames  # a rotated file last written before the window holds nothing in it: not opened
+    size = os.path.getsize(path)
+    begin = pd.Timestamp(start) if start is not None else None
+    stop_after = pd.Timestamp(end) + pd.Timedelta(minutes=5) if end is not None else None
     with _open(path) as f:
+        offset = 0 if gz else _data_start(f, size, stats)
+        f.seek(offset) if not gz else None
         head = f.read(64 << 10)
-    sample = head.decode("utf-8", "replace").splitlines()
-    kind = detect_format(sample) if fmt in ("auto", "", None) else ("json" if fmt in ("pino", "bunyan", "logrus",
-                                                                                        "gotrue", "json") else fmt)
-    with _open(path) as f:
+        sample = head.replace(b"\x00", b"").decode("utf-8", "replace").splitlines()
+        kind = detect_format(sample) if fmt in ("auto", "", None) else ("json" if fmt in ("pino", "bunyan", "logrus",
+                                                                                            "gotrue", "json") else fmt)
+        if gz:
+            f.close()
+            f = _open(path)
+        elif begin is not None:
+            offset = _window_offset(f, offset, size, begin)
+        if not gz:
+            f.seek(offset)
         if kind == "json":
             import pyarrow as pa
 
-            tables = [t for block in _prefetched(_blocks(f)) for t in _json_tables(block, stats)]
+            blocks = _blocks(f, None, stats, stop=_past(stop_after) if stop_after is not None else None)
+            tables = [t for block in _prefetched(blocks) for t in _json_tables(block, stats)]
             if tables:
                 table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
                 part = table.to_pandas()
                 name = _json_format_name(part.columns)
                 stats.formats[name] = stats.formats.get(name, 0) + len(part)
+                stats.events += len(part)
                 frames.append(normalize(part, service, name))
         else:
-            mtime = datetime.fromtimestamp(os.path.getmtime(path), timezone.utc).isoformat()
-            frames += _read_line_format(f, service, kind, stats, file_time=mtime)
+            frames += _read_line_format(f, service, kind, stats, file_time=mtime.isoformat(), stop_after=stop_after)
+        f.close()
     return frames
 
 
-def _read_line_format(f: io.BufferedIOBase, service: str, kind: str, stats: ParseStats,
-                      file_time: str | None = None) -> list[pd.DataFrame]:
-    """Line-oriented formats. A line without a timestamp takes the previous line's; lines before the first
-    timestamp take the first one; a file with none takes its modification time (``attrs['untimed']``)."""
+_CONTINUATION = re.compile(r"^(?:Traceback \(most recent call last\):|During handling of the above exception|"
+                           r"The above exception was the direct cause|Caused by:|Require stack:|- /|\.\.\. \d+ more|"
+                           r"goroutine \d+ \[|[}\])][)\],;]*$)")
+_EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Warning)\b(?::.*)?$")
+
+
+def _unreadable(line: str) -> bool:
+    """Binary data, not text: NULs, bytes that are not UTF-8 (replacement characters) in more than one character in
+    twenty, or control characters in more than one in ten."""
+    head = line[:400]
+    if "\x00" in head:
+        return True
+    bad_utf8 = head.count("\ufffd")
+    control = sum(1 for ch in head if ch < " " and ch not in "\t\x1b")
+    if len(head) < 16 and (bad_utf8 or control):  # a short fragment between two newlines of binary data
+        return True
+    return bad_utf8 * 20 > len(head) or control * 10 > len(head)
+
+
+def _starts_event(line: str, clean: str) -> bool:
+    """A line that opens a record of its own: it carries a timestamp, or a Next.js level glyph."""
+    head = clean.lstrip()[:1]
+    return head in _GLYPH_LEVELS or any(p.search(clean[:60]) for p, _ in _TS_PATTERNS)
+
+
+def _continues(line: str, clean: str, event: dict[str, Any] | None) -> bool:
+    """A line that belongs to the record above it: stack frames and other indented lines, a traceback's header and
+    its closing exception line, ``Caused by:``, Next.js's ``Require stack:`` and object dumps, Go's goroutines."""
+    if event is None or _starts_event(line, clean):
+        return False
+    if line[:1] in (" ", "\t") or _CONTINUATION.match(clean):
+        return True
+    return bool(event.get("_trace")) and bool(_EXCEPTION_LINE.match(clean.strip()))
+
+
+def _read_line_format(f: Any, service: str, kind: str, stats: ParseStats, file_time: str | None = None,
+                      stop_after: pd.Timestamp | None = None) -> list[pd.DataFrame]:
+    """Line-oriented formats, read as events: the lines of a stack trace, a Python traceback, a Go panic or a
+    Next.js error block join the record that opened them. An event without a timestamp takes the previous one's;
+    events before the first timestamp take the first one; a file with none takes its modification time."""
     rows: list[dict[str, Any]] = []
+    event: dict[str, Any] | None = None
     last_time: str | None = None
-    for raw in f:
-        line = raw.decode("utf-8", "replace").rstrip("\n")
-        if not line.strip():
-            continue
-        stats.lines += 1
-        if line.lstrip().startswith("{"):  # a JSON line inside a text/logfmt file (mixed formats)
-            try:
-                obj = json.loads(line)
-                rows.append({**_flatten_dict(obj), "_fmt": "json"})
+    for block in _blocks(f, 1 << 20, stats, stop=_past(stop_after) if stop_after is not None else None):
+        for raw in bytes(block).splitlines():
+            line = raw.decode("utf-8", "replace").rstrip("\r")
+            if not line.strip():
                 continue
-            except ValueError:
-                pass
-        parsed = parse_logfmt_line(line) if kind == "logfmt" else parse_text_line(line)
-        if not parsed:
-            stats.skip(line)
-            continue
-        if parsed.get("time"):
-            last_time = parsed["time"]
-        elif last_time:
-            parsed["time"] = last_time
-        parsed["_fmt"] = kind
-        rows.append(parsed)
+            stats.lines += 1
+            if _unreadable(line):
+                stats.unreadable_bytes += len(raw)
+                stats.skipped += 1
+                continue
+            clean = _ANSI.sub("", line)
+            if _continues(line, clean, event):
+                _extend(event, clean)  # type: ignore[arg-type]
+                continue
+            event = _open_event(line, kind, stats)
+            if event is None:
+                continue
+            if event.get("time"):
+                last_time = event["time"]
+            elif last_time:
+                event["time"] = last_time
+            rows.append(event)
     if not rows:
         return []
     stats.parsed += len(rows)
@@ -480,14 +582,138 @@ def _read_line_format(f: io.BufferedIOBase, service: str, kind: str, stats: Pars
             stats.untimed += 1
         else:
             break
+    for r in rows:
+        lines = r.pop("_lines", None)
+        r.pop("_trace", None)
+        if lines:
+            r["stack"] = "\n".join(lines)[:2000]
     df = pd.DataFrame(rows)
     frames = []
     for fmt, part in df.groupby("_fmt", sort=False):
         part = part.drop(columns="_fmt").dropna(axis=1, how="all")
         name = _json_format_name(part.columns) if fmt == "json" else fmt
         stats.formats[name] = stats.formats.get(name, 0) + len(part)
+        stats.events += len(part)
         frames.append(normalize(part.reset_index(drop=True), service, name))
     return frames
+
+
+def _open_event(line: str, kind: str, stats: ParseStats) -> dict[str, Any] | None:
+    if line.lstrip().startswith("{"):  # a JSON line inside a text/logfmt file (mixed formats)
+        try:
+            obj = json.loads(line)
+            if isinstance(obj, dict):
+                return {**_flatten_dict(obj), "_fmt": "json"}
+        except ValueError:
+            pass
+    parsed = parse_logfmt_line(line) if kind == "logfmt" else parse_text_line(line)
+    if not parsed:
+        stats.skip(line)
+        return None
+    parsed["_fmt"] = kind
+    return parsed
+
+
+def _extend(event: dict[str, Any], clean: str) -> None:
+    """Add a continuation line to its event: the traceback's exception line becomes the event's reason."""
+    text = clean.rstrip()
+    stripped = text.strip()
+    lines = event.setdefault("_lines", [])
+    if len(lines) < 200:
+        lines.append(text)
+    if stripped.startswith(("Traceback", "File ", "at ", "goroutine ")) or text[:1] in (" ", "\t"):
+        event["_trace"] = True
+    if event.get("_trace") and _EXCEPTION_LINE.match(stripped):
+        event["exception"] = stripped[:300]
+        event["level"] = event.get("level") if event.get("level") in ("error", "fatal") else "error"
+
+
+_TIME_IN_JSON = re.compile(rb'"(?:time|timestamp|ts|@timestamp)"\s*:\s*"?([^",}]+)')
+
+
+def _line_time(line: bytes) -> pd.Timestamp | None:
+    """The timestamp of one raw log line (JSON field or a text timestamp), or None."""
+    m = _TIME_IN_JSON.search(line[:400])
+    text = None
+    if m:
+        raw = m.group(1).decode("ascii", "replace").strip()
+        try:
+            v = float(raw)
+            unit = "ns" if v > 1e17 else ("us" if v > 1e14 else ("ms" if v > 1e11 else "s"))
+            return pd.Timestamp(v, unit=unit, tz="UTC")
+        except ValueError:
+            text = raw
+    if text is None:
+        clean = line[:80].decode("utf-8", "replace")
+        for pattern, fmt in _TS_PATTERNS:
+            found = pattern.search(clean)
+            if found:
+                try:
+                    text = datetime.strptime(found.group(1), fmt).isoformat() if fmt else found.group(1)
+                except ValueError:
+                    return None
+                break
+    if text is None:
+        return None
+    try:
+        ts = pd.Timestamp(text)
+    except (ValueError, TypeError):
+        return None
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _past(end: pd.Timestamp) -> Any:
+    """A ``stop`` test for :func:`_blocks`: the block's last timed line is later than ``end``."""
+    def stop(block: Any) -> bool:
+        for raw in reversed(bytes(block[-65536:]).splitlines()[-20:]):
+            t = _line_time(raw)
+            if t is not None:
+                return t > end
+        return False
+    return stop
+
+
+def _data_start(f: Any, size: int, stats: ParseStats) -> int:
+    """Where the file's data begins: past a leading run of NUL bytes (a copytruncate hole), found with SEEK_DATA
+    on a sparse file and by reading 1 MiB blocks otherwise. The bytes passed over are counted as unreadable."""
+    start = 0
+    try:
+        start = os.lseek(f.fileno(), 0, os.SEEK_DATA)
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        start = 0
+    f.seek(start)
+    while start < size:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            break
+        lead = len(chunk) - len(chunk.lstrip(b"\x00"))
+        start += lead
+        if lead < len(chunk):
+            break
+    stats.unreadable_bytes += start
+    return start
+
+
+def _window_offset(f: Any, lo: int, size: int, start: pd.Timestamp) -> int:
+    """For a time-ordered file: the offset of a line at most a minute before ``start``, found by bisection on the
+    lines' timestamps (about log2(size / 64 KiB) reads), so the cost follows the window, not the file."""
+    target = start - pd.Timedelta(minutes=1)
+    hi = size
+    while hi - lo > (64 << 10):
+        mid = (lo + hi) // 2
+        f.seek(mid)
+        probe = f.read(64 << 10)
+        lines = probe.split(b"\n")[1:-1]  # whole lines only
+        t = next((x for x in (_line_time(ln) for ln in lines[:64]) if x is not None), None)
+        if t is None or t < target:
+            lo = mid
+        else:
+            hi = mid
+    if lo:
+        f.seek(lo)
+        skipped = f.readline()  # a partial line
+        lo += len(skipped)
+    return lo
 
 
 def read_files(service: str, pattern: str, *, start: datetime | None = None, end: datetime | None = None,
@@ -504,7 +730,7 @@ def read_files(service: str, pattern: str, *, start: datetime | None = None, end
     frames: list[pd.DataFrame] = []
     for p in paths:
         try:
-            frames += _read_file(p, service, fmt, stats)
+            frames += _read_file(p, service, fmt, stats, start, end)
             stats.files.append(p)
         except (OSError, EOFError, gzip.BadGzipFile) as e:
             stats.skip(f"{p}: unreadable ({type(e).__name__}: {e})")
@@ -525,7 +751,8 @@ def _finish(frames: list[pd.DataFrame], stats: ParseStats, start: datetime | Non
         df = df[keep].reset_index(drop=True)
     if len(df) and not df["time"].is_monotonic_increasing:
         df = df.sort_values("time", kind="stable", ignore_index=True)
-    df.attrs.update(lines=stats.lines, parsed=stats.parsed, skipped=stats.skipped,
+    df.attrs.update(lines=stats.lines, parsed=stats.parsed, skipped=stats.skipped, events=stats.events,
+                    unreadable_bytes=stats.unreadable_bytes, read_bytes=stats.read_bytes,
                     skipped_sample=list(stats.skipped_sample), outside_window=stats.outside_window,
                     untimed=stats.untimed,
                     files=list(stats.files), formats=dict(stats.formats))
@@ -611,11 +838,28 @@ def _parse_any_line(line: str, stats: ParseStats) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- from the environment file
 
 def read_service_logs(env: Any, service: str, start: datetime, end: datetime) -> pd.DataFrame | SourceError:
-    """The logs of ``service`` as its environment entry declares them (``files`` glob or ``loki``)."""
-    spec = ((env.services or {}).get(service) or {}).get("logs") if env is not None else None
-    if not spec:
+    """The logs of ``service`` as its environment entry declares them (``files`` glob or ``loki``), with the access
+    log of the proxy in front of it when ``services.<name>.requests`` names one: a server that logs no requests
+    (``next start``) then still has a real failing share of requests."""
+    spec = ((env.services or {}).get(service) or {}) if env is not None else {}
+    if not spec.get("logs"):
         return SourceError(SOURCE, f"logs:{service}", "config", f"no log source declared for service {service}",
                            hint=f"add services.{service}.logs (files or loki) to the environment file")
+    app = _read_source(env, service, spec["logs"], start, end)
+    if not spec.get("requests") or isinstance(app, SourceError):
+        return app
+    access = _read_source(env, service, spec["requests"], start, end)
+    if isinstance(access, SourceError):
+        return access
+    both = combine(app, access)
+    both.attrs.update({k: app.attrs.get(k, 0) + access.attrs.get(k, 0) for k in
+                       ("lines", "parsed", "skipped", "events", "unreadable_bytes", "read_bytes")})
+    both.attrs["skipped_sample"] = app.attrs.get("skipped_sample", []) + access.attrs.get("skipped_sample", [])
+    return both
+
+
+def _read_source(env: Any, service: str, spec: dict[str, Any], start: datetime, end: datetime
+                 ) -> pd.DataFrame | SourceError:
     if "files" in spec:
         return read_files(service, str(spec["files"]), start=start, end=end, fmt=str(spec.get("format", "auto")))
     loki = spec.get("loki") or {}
@@ -637,21 +881,56 @@ def combine(*frames: pd.DataFrame | SourceError) -> pd.DataFrame:
 # --------------------------------------------------------------------------- analysis
 
 def is_error(df: pd.DataFrame) -> pd.Series:
-    """Rows that are errors: level error/fatal, or an HTTP status of 500 or more."""
+    """Events that are errors: level error/fatal, or an HTTP status of 500 or more."""
     status = df["status"].astype("Float64").fillna(0)
     return df["level"].isin(["error", "fatal"]) | (status >= 500)
 
 
+def is_failure(df: pd.DataFrame, statuses: Iterable[int] | None = None) -> pd.Series:
+    """Events to explain: errors, and requests that failed (any 4xx or 5xx, or one of ``statuses``)."""
+    status = df["status"].astype("Float64").fillna(0)
+    failed = status.isin(list(statuses)) if statuses is not None else status >= 400
+    return is_error(df) | failed.astype(bool)
+
+
+REQUEST_SHARE = 0.2  # a service whose events are at least this share requests (or 50 of them) logs its requests
+
+
+def logs_requests(g: pd.DataFrame) -> bool:
+    """The service's events include its requests (pino-http, access logs, logfmt ``status=``)."""
+    n = int(g["status"].notna().sum())
+    return n >= 50 or (n >= 5 and n >= REQUEST_SHARE * len(g))
+
+
+RATE_COLUMNS = ["time", "service", "denominator", "total", "errors", "error_rate", "errors_per_min"]
+
+
 def error_rate(df: pd.DataFrame, freq: str = "1min", *, statuses: Iterable[int] | None = None) -> pd.DataFrame:
-    """Per service per ``freq``: lines, errors (or lines with one of ``statuses``), and the error share."""
+    """Per service per ``freq``, measured against what the service's logs can support, said in ``denominator``:
+    ``requests`` where the logs carry requests (failing requests over requests: 5xx, and ``statuses``), else
+    ``events`` (a server that logs no requests, like ``next start``: error events per minute, never a share of
+    lines). Columns: time, service, denominator, total (requests or events), errors, error_rate (the failing share
+    of requests; NaN for events), errors_per_min."""
     if df.empty:
-        return pd.DataFrame(columns=["time", "service", "lines", "errors", "error_rate"])
-    bad = df["status"].isin(list(statuses)).fillna(False) if statuses is not None else is_error(df)
-    g = (df.assign(_bad=bad.astype(int)).set_index("time").groupby("service")
-         .resample(freq)["_bad"].agg(["size", "sum"]).reset_index()
-         .rename(columns={"size": "lines", "sum": "errors"}))
-    g["error_rate"] = (g["errors"] / g["lines"]).where(g["lines"] > 0, 0.0)
-    return g
+        return pd.DataFrame(columns=RATE_COLUMNS)
+    minutes = pd.Timedelta(freq).total_seconds() / 60
+    parts = []
+    for service, g in df.groupby("service", sort=False):
+        if logs_requests(g):
+            g = g[g["status"].notna()]
+            status = g["status"].astype("Float64")
+            bad = (status >= 500) | (status.isin(list(statuses)) if statuses is not None else False)
+            denominator = "requests"
+        else:
+            bad = is_error(g)
+            denominator = "events"
+        r = (g.assign(_bad=bad.astype(int)).set_index("time")["_bad"].resample(freq).agg(["size", "sum"])
+             .reset_index().rename(columns={"size": "total", "sum": "errors"}))
+        r["service"], r["denominator"] = service, denominator
+        r["error_rate"] = (r["errors"] / r["total"]).where((r["total"] > 0) & (denominator == "requests"))
+        r["errors_per_min"] = r["errors"] / minutes
+        parts.append(r)
+    return pd.concat(parts, ignore_index=True)[RATE_COLUMNS]
 
 
 def status_mix(df: pd.DataFrame) -> pd.DataFrame:
@@ -682,17 +961,18 @@ def template_of(message: str) -> str:
     return " ".join(t.split())[:200]
 
 
-def error_templates(df: pd.DataFrame, *, since: datetime | None = None) -> pd.DataFrame:
-    """Error lines folded into templates: count, first and last seen, services, an example, and ``new`` when
-    first seen at or after ``since`` (the onset)."""
-    errs = df[is_error(df)] if len(df) else df
+def error_templates(df: pd.DataFrame, *, since: datetime | None = None,
+                    statuses: Iterable[int] | None = None) -> pd.DataFrame:
+    """Failure reasons folded into templates (numbers, ids, hex, UUIDs, emails and quoted values masked): count,
+    first and last seen, services, an example, and ``new`` when first seen at or after ``since`` (the onset).
+    Failing requests count too (pino-http logs a 401 at warn, with its reason in ``err``)."""
+    errs = df[is_failure(df, statuses)] if len(df) else df
     cols = ["template", "count", "first_seen", "last_seen", "services", "example", "new"]
     if errs.empty:
         return pd.DataFrame(columns=cols)
-    text = errs["message"].astype("object").fillna("")
-    detail = errs["error"].astype("object").fillna("")
-    full = text.where(detail == "", text + " | " + detail.astype(str))
-    keyed = errs.assign(template=full.map(template_of), _full=full)
+    text = errs["reason"].astype("object") if "reason" in errs.columns else errs["message"].astype("object")
+    text = text.where(text.notna(), errs["message"].astype("object")).fillna("")
+    keyed = errs.assign(template=text.map(template_of), _full=text)
     out = (keyed.groupby("template")
            .agg(count=("template", "size"), first_seen=("time", "min"), last_seen=("time", "max"),
                 services=("service", lambda s: ", ".join(sorted(set(s)))), example=("_full", "first"))
@@ -701,28 +981,62 @@ def error_templates(df: pd.DataFrame, *, since: datetime | None = None) -> pd.Da
     return out.sort_values(["new", "count"], ascending=[False, False], ignore_index=True)[cols]
 
 
+ONSET_COLUMNS = ["service", "denominator", "onset", "baseline_rate", "peak_rate", "peak_at", "peak_total",
+                 "errors_since_onset", "minutes_elevated"]
+
+
 def onset(rates: pd.DataFrame, *, min_rate: float = 0.05, factor: float = 3.0, min_errors: int = 3
           ) -> pd.DataFrame:
-    """Per service, the first interval whose error rate is at least ``min_rate``, ``factor`` times the median
-    of the intervals before it, with at least ``min_errors`` errors; and the peak after it."""
+    """Per service, the first interval whose errors rose: for ``requests``, a failing share at least ``min_rate`` and
+    ``factor`` times the median share before it; for ``events``, error events per minute ``factor`` times the
+    median before it (and at least ``min_errors``). ``peak_rate``/``baseline_rate`` are shares for requests and
+    errors per minute for events (``denominator`` says which); ``peak_total`` the requests or events at the peak."""
     rows = []
     for service, g in rates.groupby("service"):
         g = g.sort_values("time").reset_index(drop=True)
+        by_share = g["denominator"].iloc[0] == "requests"
+        value = g["error_rate"].fillna(0.0) if by_share else g["errors_per_min"]
         found = None
-        for i, r in g.iterrows():
-            base = float(g.loc[: i - 1, "error_rate"].median()) if i > 0 else 0.0
-            if r.errors >= min_errors and r.error_rate >= min_rate and r.error_rate >= factor * max(base, 0.005):
-                found = (r.time, base)
+        for i in range(len(g)):
+            base = float(value.iloc[:i].median()) if i > 0 else 0.0
+            floor = max(base, 0.005) if by_share else max(base, 0.5)
+            if g["errors"].iloc[i] >= min_errors and value.iloc[i] >= factor * floor and \
+                    (not by_share or value.iloc[i] >= min_rate):
+                found = (i, base)
                 break
-        if found is not None:
-            after = g[g["time"] >= found[0]]
-            peak = after.loc[after["error_rate"].idxmax()]
-            rows.append({"service": service, "onset": found[0], "baseline_rate": found[1],
-                         "peak_rate": float(peak.error_rate), "peak_at": peak.time,
-                         "errors_since_onset": int(after["errors"].sum()),
-                         "minutes_elevated": int((after["error_rate"] >= max(min_rate, factor * found[1])).sum())})
-    return pd.DataFrame(rows, columns=["service", "onset", "baseline_rate", "peak_rate", "peak_at",
-                                       "errors_since_onset", "minutes_elevated"])
+        if found is None:
+            continue
+        after = g.iloc[found[0]:]
+        peak = int(value.iloc[found[0]:].idxmax())
+        rows.append({"service": service, "denominator": g["denominator"].iloc[0], "onset": g["time"].iloc[found[0]],
+                     "baseline_rate": found[1], "peak_rate": float(value.iloc[peak]), "peak_at": g["time"].iloc[peak],
+                     "peak_total": int(g["total"].iloc[peak]), "errors_since_onset": int(after["errors"].sum()),
+                     "minutes_elevated": int((value.iloc[found[0]:] >= factor * max(found[1], 0.005 if by_share
+                                                                                     else 0.5)).sum())})
+    return pd.DataFrame(rows, columns=ONSET_COLUMNS)
+
+
+def spike_details(df: pd.DataFrame, onsets: pd.DataFrame, *, statuses: Iterable[int] | None = None,
+                  top: int = 5) -> pd.DataFrame:
+    """For each service with an onset: the failing requests' status codes since the onset, and the top failure
+    reasons (with counts) before and after it. Columns: service, statuses, reasons_after, reasons_before."""
+    rows = []
+    for o in onsets.itertuples():
+        g = df[df["service"] == o.service]
+        bad = g[is_failure(g, statuses)]
+        after, before = bad[bad["time"] >= o.onset], bad[bad["time"] < o.onset]
+        codes = after["status"].dropna().astype(int).value_counts()
+        rows.append({"service": o.service, "statuses": {int(k): int(v) for k, v in codes.items()},
+                     "reasons_after": _top_reasons(after, top), "reasons_before": _top_reasons(before, top)})
+    return pd.DataFrame(rows, columns=["service", "statuses", "reasons_after", "reasons_before"])
+
+
+def _top_reasons(frame: pd.DataFrame, top: int) -> list[tuple[str, int]]:
+    if frame.empty:
+        return []
+    text = frame["reason"].astype("object") if "reason" in frame.columns else frame["message"].astype("object")
+    counts = text.fillna("(no reason logged)").map(template_of).value_counts().head(top)
+    return [(str(k), int(v)) for k, v in counts.items()]
 
 
 # Statuses that mean an authentication attempt failed (bad request, bad credentials, forbidden, invalid).
