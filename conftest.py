@@ -57,6 +57,28 @@ def node_modules(tmp_path_factory: pytest.TempPathFactory):
     return install_node_packages(tmp_path_factory.mktemp("node"))
 
 
+@pytest.fixture
+def rd():
+    """A Redis of the test's own (the queue tests fill and flush theirs)."""
+    from runbook_lib.sandbox import start_redis
+
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def procs():
+    """Processes a test starts; whatever still runs at its end is SIGKILLed with everything it started."""
+    from tests.queue_workloads import kill
+
+    started: list = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            kill(p)
+
+
 @pytest.fixture(scope="session")
 def sandbox() -> Sandbox:
     """The session's real PostgreSQL and Redis."""

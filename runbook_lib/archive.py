@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import RunbookError
 from .findings import Finding, Severity, load_findings, worst
-from .redact import REDACTED, redact, redact_markup, redact_tree
+from .redact import redact, redact_markup, redact_tree
 
 ARCHIVE_ENV = "RUNBOOK_ARCHIVE"
 KEY_ENV = "RUNBOOK_ARCHIVE_KEY"

@@ -23,9 +23,8 @@ def main(argv: list[str]) -> int:
     from . import runner
 
     import papermill  # noqa: F401  (imported once, before the first job)
-    from nbconvert import HTMLExporter
 
-    HTMLExporter(template_name="lab")
+    runner.report_exporter()  # the report template, loaded once
     import signal
 
     current: list[Any] = []

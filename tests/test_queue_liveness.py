@@ -32,20 +32,6 @@ from tests.queue_workloads import (Node, celery_send, celery_worker, descendants
 TH = Thresholds()
 
 
-@pytest.fixture
-def rd():
-    server = start_redis()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def procs():
-    started: list[subprocess.Popen[Any]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            kill(p)
 
 
 def raw(url: str) -> redis.Redis:

@@ -30,24 +30,6 @@ from tests.helpers import wait_for
 TH = Thresholds()
 
 
-@pytest.fixture
-def rd():
-    server = start_redis()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def procs():
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL) if getattr(p, "_group", False) else p.kill()
-            except ProcessLookupError:
-                pass
-            p.wait(timeout=10)
 
 
 def raw(url: str) -> redis.Redis:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -198,6 +198,22 @@ def age_text(seconds: float | None) -> str:
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
         return "?"
     return f"{seconds:.0f}s"
+
+
+def recent_failures(c: redis_lib.Redis, q: Queue, failed_key: str, job_key: Callable[[str], str],
+                    fields: tuple[str, str], reason: Callable[[Any], str], at: Callable[[Any], Any],
+                    limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` failures in the sorted set ``failed_key``, each job's reason and time read with one
+    pipelined HMGET of ``fields`` (reason field, time field); rows: system, queue, reason, job, at."""
+    ids = c.zrevrange(failed_key, 0, limit - 1)
+    if not ids:
+        return []
+    pipe = c.pipeline(transaction=False)
+    for j in ids:
+        pipe.hmget(job_key(j), list(fields))
+    return [{"system": q.system, "queue": q.name, "reason": reason(res[0]), "job": j,
+             "at": at(res[1]) if res[1] else pd.NaT}
+            for j, res in zip(ids, pipe.execute(raise_on_error=False)) if not isinstance(res, Exception)]
 
 
 def first_line(text: Any) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import redis as redis_lib
 
 from .base import (Client, Liveness, Moment, Progress, Queue, StuckLimits, depth_row, first_line, ints, now_ms,
-                   scan)
+                   recent_failures, scan)
 
 WORKER_EVENTS = frozenset({"active", "completed", "failed", "progress", "stalled", "retries-exhausted"})
 FETCH_COMMANDS = frozenset({"bzpopmin", "brpoplpush", "blmove", "brpop"})
@@ -256,22 +256,9 @@ class BullMQ:
     def failures(self, c: redis_lib.Redis, queues: list[Queue], limit: int) -> list[dict[str, Any]]:
         import pandas as pd
 
-        rows: list[dict[str, Any]] = []
-        for q in queues:
-            ids = c.zrevrange(f"{q.base}:failed", 0, limit - 1)
-            if not ids:
-                continue
-            pipe = c.pipeline(transaction=False)
-            for j in ids:
-                pipe.hmget(f"{q.base}:{j}", ["failedReason", "finishedOn"])
-            for j, res in zip(ids, pipe.execute(raise_on_error=False)):
-                if isinstance(res, Exception):
-                    continue
-                reason, finished = res
-                rows.append({"system": q.system, "queue": q.name, "reason": first_line(reason), "job": j,
-                             "at": pd.Timestamp(int(finished), unit="ms", tz="UTC") if finished else pd.NaT})
-        return rows
-
+        return [row for q in queues for row in recent_failures(
+            c, q, f"{q.base}:failed", lambda j, b=q.base: f"{b}:{j}", ("failedReason", "finishedOn"), first_line,
+            lambda ms: pd.Timestamp(int(ms), unit="ms", tz="UTC"), limit)]
 
 def _less_marker(llen: Any, last: Any) -> int:
     """BullMQ getCounts: a trailing ``0:...`` marker in wait/paused is not a job."""

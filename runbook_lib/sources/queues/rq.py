@@ -15,7 +15,8 @@ from typing import Any
 
 import redis as redis_lib
 
-from .base import (Liveness, Moment, Progress, Queue, StuckLimits, depth_row, ints, last_line, utc_epoch)
+from .base import (Liveness, Moment, Progress, Queue, StuckLimits, depth_row, ints, last_line, recent_failures,
+                   utc_epoch)
 
 SUSPENDED_KEY = "rq:suspended"  # `rq suspend`: every worker stops taking jobs
 MAX_WORKERS = 1000
@@ -152,18 +153,6 @@ class RQ:
     def failures(self, c: redis_lib.Redis, queues: list[Queue], limit: int) -> list[dict[str, Any]]:
         import pandas as pd
 
-        rows: list[dict[str, Any]] = []
-        for q in queues:
-            ids = c.zrevrange(f"rq:failed:{_name(q)}", 0, limit - 1)
-            if not ids:
-                continue
-            pipe = c.pipeline(transaction=False)
-            for j in ids:
-                pipe.hmget(f"rq:job:{j}", ["exc_info", "ended_at"])
-            for j, res in zip(ids, pipe.execute(raise_on_error=False)):
-                if isinstance(res, Exception):
-                    continue
-                exc, ended = res
-                rows.append({"system": self.system, "queue": q.name, "reason": last_line(exc), "job": j,
-                             "at": pd.Timestamp(ended, tz="UTC") if ended else pd.NaT})
-        return rows
+        return [row for q in queues for row in recent_failures(
+            c, q, f"rq:failed:{_name(q)}", lambda j: f"rq:job:{j}", ("exc_info", "ended_at"), last_line,
+            lambda ended: pd.Timestamp(ended, tz="UTC"), limit)]
