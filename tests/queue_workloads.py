@@ -80,9 +80,10 @@ def descendants(pid: int) -> list[int]:
 def kill(p: subprocess.Popen[Any]) -> None:
     """SIGKILL the process, its session and every process it started (RQ's work-horse runs in a session of its
     own), as a container's OOM kill ends them all; then reap it."""
-    victims = descendants(p.pid)
+    victims = [p.pid, *descendants(p.pid)]
     try:
-        os.killpg(p.pid, signal.SIGKILL)
+        if os.getpgid(p.pid) == p.pid:  # started in a session of its own: its whole group
+            os.killpg(p.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     for pid in victims:

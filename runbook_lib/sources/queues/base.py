@@ -7,7 +7,6 @@ library's scripts and never writes.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -192,12 +191,6 @@ def utc_epoch(text: Any) -> float | None:
         return None
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
     return ts.timestamp()
-
-
-def age_text(seconds: float | None) -> str:
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return "?"
-    return f"{seconds:.0f}s"
 
 
 def recent_failures(c: redis_lib.Redis, q: Queue, failed_key: str, job_key: Callable[[str], str],
