@@ -295,25 +295,18 @@ def _cmd_archive(args: argparse.Namespace) -> int:
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
-    from .config import project_dir
     from .kernel import ensure_kernelspec
+    from .lab import open_workspace, server_command, server_environment
 
+    ws = open_workspace(args.incident, args.env, args.archive)  # one-line errors before JupyterLab starts
     ensure_kernelspec()
-    env = dict(os.environ)
-    if args.env:
-        from .config import load_environment
-
-        load_environment(args.env)  # a clear error now rather than in every notebook
-        env["RUNBOOK_DEFAULT_ENVIRONMENT"] = args.env
-    if args.archive:
-        env["RUNBOOK_ARCHIVE"] = str(Path(args.archive).resolve())
-    extra = [a for a in args.lab_args if a != "--"]
-    root = [] if any(a.startswith(("--ServerApp.root_dir", "--notebook-dir")) for a in extra) else \
-        [f"--ServerApp.root_dir={project_dir('notebooks')}"]
-    as_root = ["--allow-root"] if os.geteuid() == 0 and "--allow-root" not in extra else []  # containers, CI
-    cmd = [sys.executable, "-m", "jupyterlab", *root, *as_root, "--MappingKernelManager.default_kernel_name=runbook",
-           *extra]
-    os.execvpe(sys.executable, cmd, env)
+    print(f"incident {ws.incident_id}, environment {ws.environment}: working copies in {ws.directory}")
+    if ws.created:
+        print(f"  created: {', '.join(ws.created)}")
+    if ws.kept:
+        print(f"  kept (your work so far): {', '.join(ws.kept)}")
+    cmd = server_command(ws, [a for a in args.lab_args if a != "--"])
+    os.execvpe(sys.executable, cmd, server_environment(ws, args.archive))
     return EXIT_OK
 
 
@@ -467,8 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
     arch.set_defaults(func=_cmd_archive)
 
-    lab = sub.add_parser("lab", help="open JupyterLab on notebooks/ with the runbook kernel")
-    lab.add_argument("--env", help="environment to check first (notebooks still take it as a parameter)")
+    lab = sub.add_parser("lab", help="open JupyterLab on an incident's working copies of the notebooks")
+    lab.add_argument("--incident", default="adhoc", help="incident the working copies belong to (default adhoc)")
+    lab.add_argument("--env", default="local", help="environment filled into every copy's parameters")
     lab.add_argument("--archive")
     lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab (after --)")
     lab.set_defaults(func=_cmd_lab)

@@ -7,15 +7,16 @@ from run to run. The report writes every finding as it is added to ``$RUNBOOK_FI
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -302,6 +303,32 @@ class Thresholds:
 
 # --------------------------------------------------------------------------- report
 
+@dataclass(frozen=True)
+class CheckChange:
+    """What one re-evaluation of a check changed: findings to act on that are gone (only when the check ran without
+    error; otherwise they are ``unknown``), that are new, that persist."""
+
+    at: datetime
+    resolved: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
+    new: tuple[str, ...] = ()
+    persisting: tuple[str, ...] = ()
+
+    @classmethod
+    def between(cls, before: Mapping[str, Finding], after: Mapping[str, Finding], at: datetime) -> CheckChange:
+        was = {k: f for k, f in before.items() if f.severity.active}
+        now = {k: f for k, f in after.items() if f.severity.active}
+        errored = any(f.severity is Severity.ERROR for f in after.values())
+        gone = [was[k].title for k in was if k not in now]
+        return cls(at, resolved=() if errored else tuple(gone), unknown=tuple(gone) if errored else (),
+                   new=tuple(now[k].title for k in now if k not in was),
+                   persisting=tuple(now[k].title for k in now if k in was))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.resolved or self.unknown or self.new)
+
+
 class Report:
     """The run's findings, ranked; persisted on every add when ``$RUNBOOK_FINDINGS_PATH`` is set."""
 
@@ -313,21 +340,64 @@ class Report:
         env_sink = os.environ.get(FINDINGS_PATH_ENV)
         self.sink = Path(sink) if sink else (Path(env_sink) if env_sink else None)
         self._by_key: dict[str, Finding] = {}
+        self._evaluated: dict[str, datetime] = {}
+        self._family: dict[str, frozenset[str]] = {}
+        self.changes: dict[str, CheckChange] = {}  # by the checks evaluated together ("pg.blocking")
         self._display: Any = None
+        self._progress = ""
 
     def add(self, *items: Finding | Iterable[Finding] | None) -> None:
-        """Record findings (a later finding with the same key replaces the earlier one). Returns nothing, so a
-        notebook cell ending in ``report.add(...)`` shows nothing extra."""
-        added: list[Finding] = []
-        for item in items:
-            if item is None:
-                continue
-            for f in ([item] if isinstance(item, Finding) else list(item)):
-                self._by_key[f.key] = f
-                added.append(f)
+        """Record one evaluation (one cell's checks). It replaces every earlier finding of each check it holds, and
+        of the checks reported together with those before (a rule that reported ``pg.replication_slots`` beside
+        ``pg.replication`` and now reports only the latter): a problem whose subject is gone leaves with its check.
+        What changed since the previous evaluation is kept in :attr:`changes`. Returns nothing, so a notebook cell
+        ending in ``report.add(...)`` shows nothing extra."""
+        found = [f for item in items if item is not None
+                 for f in ([item] if isinstance(item, Finding) else list(item))]
+        if not found:
+            return
+        checks = frozenset(f.check for f in found)
+        family = checks.union(*(self._family.get(c, ()) for c in checks))
+        before = {k: f for k, f in self._by_key.items() if f.check in family}
+        for k in before:
+            del self._by_key[k]
+        self._by_key.update((f.key, f) for f in found)
+        now = datetime.now(timezone.utc)
+        label = ", ".join(sorted(family))
+        if any(c in self._evaluated for c in family):
+            self.changes[label] = CheckChange.between(before, {f.key: f for f in found}, now)
+        for c in family:
+            self._family[c], self._evaluated[c] = family, now
         self._persist()
+        self._refresh()
+
+    @contextlib.contextmanager
+    def sampling(self, what: str, seconds: float) -> Iterator[None]:
+        """Say in the summary, while the block runs, that ``what`` is being sampled and until when (a responder
+        looking at the top of the notebook sees why nothing moves); the line leaves when the block ends."""
+        until = datetime.now(timezone.utc) + timedelta(seconds=seconds)
+        self._progress = f"{what}: sampling for {seconds:.0f} s, until about {until:%H:%M:%S} UTC"
+        self._refresh()
+        try:
+            yield
+        finally:
+            self._progress = ""
+            self._refresh()
+
+    def _refresh(self) -> None:
         if self._display is not None:
             self._display.update(self)
+
+    def evaluated_at(self, check: str) -> datetime | None:
+        """When ``check`` last reported."""
+        return self._evaluated.get(check)
+
+    def adopt_display(self, previous: Report | None) -> None:
+        """Take over the summary display of the report this one replaces (the start cell run again): the summary
+        at the top keeps updating without re-running its cell."""
+        if previous is not None and previous._display is not None:
+            self._display = previous._display
+            self._refresh()
 
     @property
     def findings(self) -> list[Finding]:
@@ -380,27 +450,43 @@ class Report:
         fs = self.findings
         bad = [f for f in fs if f.severity is not Severity.OK]
         ok = [f for f in fs if f.severity is Severity.OK]
+        latest = max(self._evaluated.values(), default=None)
         head = (f"<h3>Findings: {len(bad)} to act on, {len(ok)} checks clear"
-                f"{' (incident ' + html.escape(self.incident_id) + ')' if self.incident_id else ''}</h3>")
+                f"{' (incident ' + html.escape(self.incident_id) + ')' if self.incident_id else ''}</h3>"
+                + (f"<p><small>as of {latest:%H:%M:%S} UTC; each finding says when its check last ran</small></p>"
+                   if latest else "")
+                + (f"<p><b>&#8987; {html.escape(self._progress)}</b></p>" if self._progress else ""))
         if not fs:
             return head + "<p>No checks have reported yet.</p>"
         rows = []
         for f in bad:
             c = f.severity.colour
+            at = self._evaluated.get(f.check)
             rows.append(
                 f'<tr><td style="text-align:left;vertical-align:top"><b style="color:{c}">{f.severity.value.upper()}'
                 f'</b></td><td style="text-align:left;vertical-align:top"><b>{html.escape(redact(f.title))}</b>'
                 f"<br><small>{html.escape(redact(f.detail))}</small>"
-                f"<br><small style='color:#888'>{html.escape(f.key)}</small></td>"
+                f"<br><small style='color:#888'>{html.escape(f.key)}"
+                f"{f' · as of {at:%H:%M:%S}' if at else ''}</small></td>"
                 f'<td style="text-align:left;vertical-align:top">{html.escape(redact(f.action))}'
                 f"{'<br><small><i>Playbook, ' + html.escape(f.playbook) + '</i></small>' if f.playbook else ''}</td>"
                 "</tr>")
         table = ("<table><thead><tr><th>severity</th><th>finding</th><th>next action</th></tr></thead>"
                  f"<tbody>{''.join(rows)}</tbody></table>") if rows else "<p>Nothing to act on.</p>"
+        moved = [(check, ch) for check, ch in sorted(self.changes.items(), key=lambda kv: kv[1].at, reverse=True)
+                 if not ch.empty]
+        changes = ("<details open><summary>Since each check's previous run</summary><ul>" + "".join(
+            f"<li><code>{html.escape(check)}</code> at {ch.at:%H:%M:%S}: "
+            + "; ".join(p for p in (
+                f"<b>resolved</b>: {html.escape(', '.join(ch.resolved))}" if ch.resolved else "",
+                f"<b>unknown</b> (the check failed): {html.escape(', '.join(ch.unknown))}" if ch.unknown else "",
+                f"<b>new</b>: {html.escape(', '.join(ch.new))}" if ch.new else "",
+                f"{len(ch.persisting)} persisting" if ch.persisting else "") if p) + "</li>"
+            for check, ch in moved) + "</ul></details>") if moved else ""
         clear = ("<details><summary>Checks with nothing wrong</summary><ul>"
                  + "".join(f"<li>{html.escape(redact(f.title))}</li>" for f in ok) + "</ul></details>") if ok else ""
         # MathJax (JupyterLab) must not read "$1 ... $2" in a query as mathematics
-        return f"<div class='tex2jax_ignore mathjax_ignore'>{head}{table}{clear}</div>"
+        return f"<div class='tex2jax_ignore mathjax_ignore'>{head}{changes}{table}{clear}</div>"
 
 
 def load_findings(path: str | Path) -> list[Finding]:

@@ -60,6 +60,27 @@ class Incident:
         if self._redis is not None:
             self._redis.close()
 
+    def parameters(self) -> dict[str, Any]:
+        """The run's parameters as resolved (the window in UTC), as a record states them."""
+        return {"incident_id": self.incident_id, "environment": self.environment_name,
+                "window_start": self.window_start.isoformat() if self.window_start else None,
+                "window_end": self.window_end.isoformat() if self.window_end else None,
+                "thresholds": {k: v for k, v in self.thresholds.to_dict().items() if v != getattr(Thresholds(), k)}}
+
+    def archive(self) -> Any:
+        """Archive this notebook as the responder sees it (saved with Ctrl+S just before) as a record of the
+        incident, through the same sealing as ``runbook run``: see :func:`runbook_lib.lab.archive_what_you_see`."""
+        from .lab import archive_what_you_see
+
+        return archive_what_you_see(self.report, self.parameters())
+
+    def watch(self, *panels: str, every_s: float = 2.0, for_s: float = 600.0) -> Any:
+        """A live view of ``panels`` that refreshes every ``every_s`` for at most ``for_s``: see
+        :func:`runbook_lib.live.watch`."""
+        from .live import watch
+
+        return watch(self, *panels, every_s=every_s, for_s=for_s)
+
     def _repr_html_(self) -> str:
         window = (f"{self.window_start:%Y-%m-%d %H:%M:%S} to {self.window_end:%Y-%m-%d %H:%M:%S} UTC"
                   if self.window_start and self.window_end else "unresolved")
@@ -72,12 +93,23 @@ class Incident:
         return f"<table>{body}</table>{probs}"
 
 
+_current: Incident | None = None  # the kernel's incident: the next start() closes its sources
+
+
 def start(incident_id: str, environment: str, window_start: str = "-60m", window_end: str = "now",
           thresholds: dict[str, Any] | None = None, notebook: str = "") -> Incident:
     """Resolve a notebook's parameters. Bad configuration becomes an error finding, never an exception. Every
-    DataFrame the notebook shows from here on is formatted for people (:mod:`runbook_lib.tables`)."""
+    DataFrame the notebook shows from here on is formatted for people (:mod:`runbook_lib.tables`).
+
+    Running it again is safe: the previous incident's connections are closed (no diagnostic session is left behind
+    during a connection-saturation incident) and the summary already on screen keeps updating."""
+    global _current
     tables.register()
     report = Report(incident_id=incident_id, notebook=notebook)
+    previous, _current = _current, None
+    if previous is not None:
+        previous.close()
+        report.adopt_display(previous.report)
     problems: list[str] = []
     env: Environment | None = None
     try:
@@ -98,4 +130,5 @@ def start(incident_id: str, environment: str, window_start: str = "-60m", window
         report.add(Finding("config", "parameters", Severity.ERROR, "The run's configuration is not usable",
                            detail="; ".join(problems), action="Fix the environment file or parameters and re-run",
                            evidence={"problems": problems}))
-    return Incident(incident_id, environment, env, start_dt, end_dt, th, report, problems)
+    _current = Incident(incident_id, environment, env, start_dt, end_dt, th, report, problems)
+    return _current

@@ -8,6 +8,8 @@ from pathlib import Path
 
 KERNEL_NAME = "runbook"
 DISPLAY_NAME = "Python (runbook)"
+# every kernel of the spec (JupyterLab's too) answers a cell run out of order with a one-line hint
+STARTUP = "--IPKernelApp.exec_lines=[\"__import__('runbook_lib.hints').hints.install()\"]"
 
 
 def ensure_kernelspec() -> Path:
@@ -17,7 +19,7 @@ def ensure_kernelspec() -> Path:
     ksm = KernelSpecManager()
     try:
         spec = ksm.get_kernel_spec(KERNEL_NAME)
-        if spec.argv and Path(spec.argv[0]).resolve() == Path(sys.executable).resolve():
+        if spec.argv and Path(spec.argv[0]).resolve() == Path(sys.executable).resolve() and STARTUP in spec.argv:
             return Path(spec.resource_dir)
     except NoSuchKernel:
         pass
@@ -27,6 +29,7 @@ def ensure_kernelspec() -> Path:
     kernel_json = Path(path) / "kernel.json"
     data = json.loads(kernel_json.read_text())
     data["argv"][0] = sys.executable
+    data["argv"].append(STARTUP)
     kernel_json.write_text(json.dumps(data, indent=1))
     found = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
     if Path(found.resource_dir).resolve() != Path(path).resolve():

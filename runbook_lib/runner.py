@@ -132,7 +132,8 @@ def coerce_parameters(declared: dict[str, Parameter], raw: dict[str, Any]) -> di
 
 # Imported by the kernel while it boots (in parallel with the runner's own start-up), bound to no name.
 KERNEL_PRELOAD = ("__import__('pandas'); __import__('matplotlib.figure'); __import__('psycopg'); "
-                  "__import__('runbook_lib.charts'); __import__('runbook_lib.incident')")
+                  "__import__('runbook_lib.charts'); __import__('runbook_lib.incident'); "
+                  "__import__('runbook_lib.hints').hints.install()")
 
 
 def start_kernel(extra_env: dict[str, str]) -> Any:
@@ -150,8 +151,8 @@ def start_kernel(extra_env: dict[str, str]) -> Any:
     # IPC sockets in a private directory: concurrent kernels (executors, parallel runs) cannot race for TCP ports
     km = AsyncKernelManager(kernel_name=KERNEL_NAME, transport="ipc",
                             ip=str(Path(tempfile.mkdtemp(prefix="runbook-kernel-")) / "kernel"))
-    env = dict(os.environ)
-    env.update(extra_env)
+    env = {k: v for k, v in os.environ.items() if k != "JPY_SESSION_NAME"}  # a run started from a lab kernel
+    env.update(extra_env)                                                     # is not that notebook
     asyncio.run(km.start_kernel(extra_arguments=["--IPKernelApp.log_level=ERROR",
                                                  "--HistoryManager.hist_file=:memory:",
                                                  f"--IPKernelApp.exec_lines=[\"{KERNEL_PRELOAD}\"]"], env=env))
@@ -393,6 +394,7 @@ def _run_with_kernel(km: Any, path: Path, incident_id: str, root: Path, staging_
         "versions": _versions(),
         "host": socket.gethostname(),
         "command": "runbook run",
+        "mode": "papermill",
         "findings_source": str(findings_source),
         **extra_run,
     }, path=staging_path)
@@ -429,24 +431,52 @@ def _run_with_kernel(km: Any, path: Path, incident_id: str, root: Path, staging_
         findings.append(Finding("runner", "execution", Severity.ERROR, f"The {path.stem} notebook did not finish",
                                 detail=reason, action="Open notebook.ipynb in this record to see the failing cell; "
                                 "fix the cause and re-run"))
-    findings_path.write_text(json.dumps([f.to_dict() for f in findings], indent=2))
     if findings_source != findings_path:
         shutil.rmtree(findings_source.parent, ignore_errors=True)
     if not out_nb.exists():
         shutil.copyfile(path, out_nb)
     warmup.wait()
+    result = seal(stage, findings, status, reason, secret_values)
+    if interrupted is not None:
+        raise interrupted
+    return result
+
+
+def seal(stage: archive.Staging, findings: list[Finding], status: str, reason: str,
+         secret_values: list[str]) -> RunResult:
+    """The last steps every record takes, however its notebook was executed: findings.json, report.html (a record
+    without HTML is still a record), then scrubbing, hashes and run.json (:meth:`archive.Staging.finalize`)."""
+    stage.file("findings.json").write_text(json.dumps([f.to_dict() for f in findings], indent=2))
     try:
-        render_html(out_nb, stage.file("report.html"), f"{incident_id}: {path.stem}")
-    except Exception as e:  # a record without HTML is still a record
+        render_html(stage.file("notebook.ipynb"), stage.file("report.html"), f"{stage.incident_id}: {stage.notebook}")
+    except Exception as e:
         stage.file("report.html").write_text(f"<html><body><p>report could not be rendered: "
                                              f"{type(e).__name__}</p></body></html>")
         if status == "ok":
             reason = f"report rendering failed: {type(e).__name__}"
     record = stage.finalize(status=status, reason=reason, extra_secrets=secret_values,
                             extra={"worst_severity": worst(findings).value, "finding_counts": counts(findings)})
-    if interrupted is not None:
-        raise interrupted
     return RunResult(status, record, reason, findings)
+
+
+def archive_executed(executed: Path, incident_id: str, notebook: str, findings: list[Finding],
+                     parameters: dict[str, Any], archive_dir: str | os.PathLike[str] | None = None) -> RunResult:
+    """Archive a notebook a responder executed in JupyterLab, as it was saved, as a record of ``incident_id``
+    (``mode: interactive``): the same sealing as ``runbook run``, the same upload to an ``s3://`` archive."""
+    archive.validate_incident_id(incident_id)
+    root, remote = _local_root(archive_dir)
+    archive.ensure_writable(root, incident_id)
+    env_name = parameters.get("environment")
+    secret_values = load_environment(env_name).secret_values() if env_name else []
+    stage = archive.begin(root, incident_id, notebook, {
+        "parameters": json.loads(redact(json.dumps(parameters, default=str))), "environment": env_name,
+        "kernel": KERNEL_NAME, "versions": _versions(), "host": socket.gethostname(),
+        "command": "inc.archive()", "mode": "interactive"})
+    shutil.copyfile(executed, stage.file("notebook.ipynb"))
+    result = seal(stage, findings, "ok", "", secret_values)
+    if remote:
+        result.remote = upload_record(result.record, remote)
+    return result
 
 
 def section_progress(path: Path) -> Any:

@@ -219,6 +219,11 @@ def test_insufficient_privilege_becomes_a_visibility_finding(sandbox, sessions):
         conns = pg.connection_saturation(d)
         assert conns.attrs["hidden_sessions"] >= 1
         assert any(f.check == "pg.privileges" and "pg_monitor" in f.action for f in rules.connection_saturation(conns, TH))
+        stats = pg.statements(d)
+        assert stats.attrs["hidden"] >= 1
+        [f] = rules.statements_visibility(stats)  # its own check: re-running one cell never wipes the other's
+        assert (f.check, f.subject) == ("pg.statements", "hidden_texts") and "pg_monitor" in f.action
+        assert f.evidence["hidden_statements"] == stats.attrs["hidden"]
     finally:
         d.close()
 

@@ -319,8 +319,12 @@ def statements_visibility(stats: pd.DataFrame | SourceError) -> list[Finding]:
     if isinstance(stats, SourceError):
         return _err(stats, check)
     hidden = int(stats.attrs.get("hidden", 0))
-    if hidden:
-        return [visibility_finding(hidden)]
+    if hidden:  # its own check: pg.privileges belongs to the connections cell, whose re-run replaces it
+        return [Finding(check, "hidden_texts", Severity.WARN,
+                        f"{hidden} statements' texts are hidden from the diagnostics role (<insufficient privilege>)",
+                        detail="Slow statements of other roles cannot be named, only counted.",
+                        action="GRANT pg_monitor (or pg_read_all_stats) TO the diagnostics role, then re-run",
+                        playbook=PLAYBOOK, evidence={"hidden_statements": hidden})]
     return []
 
 
