@@ -279,3 +279,42 @@ def test_live_panels_are_checked_and_bounded(local_env):
         LiveView(local_env, Thresholds(), ["nope"])
     view = LiveView(local_env, Thresholds(), ["blocking"], every_s=0.01, for_s=10**9)
     assert (view.every_s, view.for_s) == (1.0, MAX_SECONDS)
+
+
+# --------------------------------------------------------------------------- runbook lab working copies
+
+def test_working_copies_carry_the_incident_and_are_kept_on_a_second_open(tmp_path, monkeypatch):
+    import nbformat
+
+    from runbook_lib import lab
+    from runbook_lib.config import project_dir
+
+    monkeypatch.setenv(lab.LAB_DIR_ENV, str(tmp_path))
+    ws = lab.open_workspace("INC-7", "local")
+    names = sorted(p.stem for p in project_dir("notebooks").glob("*.ipynb"))
+    assert ws.directory == tmp_path / "INC-7" and sorted(ws.created) == names and ws.kept == ()
+    nb = nbformat.read(ws.directory / "database_pressure.ipynb", as_version=4)
+    [injected] = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert 'incident_id = "INC-7"' in injected.source and 'environment = "local"' in injected.source
+    assert "window_start" not in injected.source  # the window stays relative: a re-run looks at now
+    assert all("papermill" not in c.metadata for c in nb.cells)
+    nb.cells[0].source = "my notes"  # the responder's work
+    nbformat.write(nb, ws.directory / "database_pressure.ipynb")
+    again = lab.open_workspace("INC-7", "local")
+    assert again.created == () and sorted(again.kept) == names
+    assert nbformat.read(ws.directory / "database_pressure.ipynb", as_version=4).cells[0].source == "my notes"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--incident", "../etc"], "incident id"),
+    (["--incident", "INC-8", "--env", "nowhere"], "nowhere"),
+])
+def test_runbook_lab_refuses_bad_input_in_one_line_before_writing_anything(tmp_path, args, message):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RUNBOOK_LAB_DIR": str(tmp_path / "lab")}
+    done = subprocess.run([sys.executable, "-m", "runbook_lib.cli", "lab", *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "lab").exists() or not any((tmp_path / "lab").rglob("*.ipynb"))

@@ -178,3 +178,23 @@ def test_a_responder_works_an_incident_in_jupyterlab_and_archives_what_they_saw(
     assert verify.returncode == 0 and "1 records checked, all intact" in verify.stdout, verify.stdout + verify.stderr
     assert tracked_notebooks() == before  # JupyterLab saved into the working copy, never into notebooks/
     assert (lab["dir"] / "database_pressure.ipynb").is_file()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs the system Chromium (apt-get install chromium)")
+def test_the_lab_terminal_finds_the_runbook_command_and_every_notebook_has_a_working_copy(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(f"{lab['url']}/lab?token={lab['token']}")
+        page.locator(".jp-LauncherCard", has_text="Terminal").first.click()  # File > New > Terminal, as a person
+        page.locator(".xterm-screen").first.wait_for(timeout=60_000)
+        page.locator(".xterm-screen").first.click()
+        found = lab["dir"].parent / "found.txt"  # xterm draws on a canvas: the shell writes what it finds to a file
+        page.keyboard.type(f"command -v runbook > {found}\n")
+        wait_for(lambda: found.is_file() and found.read_text().strip(), timeout=30, interval=0.3)
+        browser.close()
+    assert found.read_text().strip() == str(Path(sys.executable).parent / "runbook")
+    copies = sorted(p.stem for p in lab["dir"].glob("*.ipynb"))
+    assert copies == sorted(p.stem for p in project_dir("notebooks").glob("*.ipynb"))
