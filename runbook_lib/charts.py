@@ -380,3 +380,42 @@ class Markdown:
 def markdown(text: str) -> Markdown:
     """Display ``text`` as Markdown."""
     return Markdown(text)
+
+
+def history(hist: pd.DataFrame | SourceError, findings: list[Any] | None = None,
+            changes: pd.DataFrame | SourceError | None = None, max_panels: int = 6, max_series: int = 5) -> Chart:
+    """One panel per query: the baseline shaded, the window's start, each series' departure from its baseline
+    (from the history findings' evidence) as a red tick, changes as dashed lines. Times in UTC."""
+    title = "Metric history from Prometheus"
+    if isinstance(hist, pd.DataFrame) and hist.attrs.get("configured") is False:
+        return Chart(title, note="no Prometheus in this environment: history not shown")
+    if (c := _unavailable(title, hist)) is not None:
+        return c
+    import matplotlib.dates as mdates
+
+    names = [n for n in hist.attrs.get("queries", {}) if (hist["query"] == n).any()][:max_panels]
+    departures = {(f.check.removeprefix("history."), f.subject): f.evidence.get("departed_at")
+                  for f in findings or [] if f.check.startswith("history.") and f.evidence.get("departed_at")}
+    fig = Figure(figsize=(10, 2.2 * len(names) + 0.4))
+    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
+    naive = lambda ts: ts.tz_convert("UTC").tz_localize(None)  # noqa: E731
+    for ax, name in zip(axes, names):
+        q = hist.attrs["queries"][name]
+        rows = hist[hist["query"] == name]
+        top = rows.groupby("series")["value"].max().sort_values(ascending=False).index[:max_series]
+        for series in top:
+            g = rows[rows["series"] == series]
+            ax.plot(g["time"].dt.tz_convert("UTC").dt.tz_localize(None), g["value"], lw=1.2,
+                    label=_text(series, 40))
+            if (at := departures.get((name, series))) is not None:
+                ax.axvline(naive(pd.Timestamp(at)), color="#b00020", lw=1.5, ls=":")
+        ax.axvspan(naive(pd.Timestamp(hist.attrs["baseline_start"])), naive(pd.Timestamp(hist.attrs["window_start"])),
+                   color="#eeeeee", zorder=0, label="baseline")
+        ax.set_title(_text(f"{q.title} ({q.unit})" if q.unit else q.title), fontsize=9, loc="left")
+        ax.set_ylim(bottom=0)
+        _change_markers(ax, changes)
+        ax.legend(fontsize=6, loc="upper left")
+    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    fig.suptitle(title + " (UTC; red dotted: left its baseline)", fontsize=10)
+    fig.tight_layout()
+    return Chart(title, fig)

@@ -8,7 +8,6 @@ real secrets (which the archive must never contain).
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import secrets
@@ -24,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from . import pg_binaries
 from .errors import RunbookError
 
 PG_ADMIN = "runbook_admin"
@@ -40,19 +40,8 @@ def free_port() -> int:
 
 
 def find_pg_bindir() -> Path:
-    """Directory holding ``initdb``/``pg_ctl``/``postgres`` (newest Debian version, or ``pg_config --bindir``)."""
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True)
-    if shutil.which("pg_config"):
-        try:
-            out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=10).stdout.strip()
-            if out:
-                candidates.append(out)
-        except (OSError, subprocess.SubprocessError):
-            pass
-    for c in candidates:
-        if (Path(c) / "initdb").exists() and (Path(c) / "pg_ctl").exists():
-            return Path(c)
-    raise RunbookError("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install -y postgresql")
+    """Server binaries of the major named by ``RUNBOOK_PG_VERSION``, else of the newest Debian PostgreSQL."""
+    return pg_binaries.bindir_for(pg_binaries.requested_major())
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
@@ -151,7 +140,8 @@ def start_postgres(*, max_connections: int = 200, max_locks_per_transaction: int
 
 
 def start_standby(primary: PostgresServer) -> PostgresServer:
-    """A streaming replica of ``primary`` (pg_basebackup -R), on its own free port."""
+    """A streaming replica of ``primary`` on its own free port: ``pg_basebackup -R`` where the binaries have it,
+    else a non-exclusive base backup through SQL and a file copy (the npm builds ship no pg_basebackup)."""
     run_as = primary._run_as
     directory = Path(tempfile.mkdtemp(prefix="runbook-pg-standby-"))
     os.chmod(directory, 0o700)
@@ -160,14 +150,11 @@ def start_standby(primary: PostgresServer) -> PostgresServer:
     port = free_port()
     standby = PostgresServer(directory, port, primary.admin_password, primary.monitor_password, primary.bindir, run_as)
     data = directory / "data"
-    env = {**os.environ, "PGPASSWORD": primary.admin_password}
     try:
-        p = subprocess.run(standby._cmd(str(primary.bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p",
-                                        str(primary.port), "-U", PG_ADMIN, "-D", str(data), "-R", "-X", "stream",
-                                        "--no-sync", "-c", "fast"),
-                           capture_output=True, text=True, timeout=120, env=env)
-        if p.returncode != 0:
-            raise RunbookError(f"pg_basebackup failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}")
+        if (primary.bindir / "pg_basebackup").exists():
+            _pg_basebackup(primary, standby, data)
+        else:
+            _copy_base_backup(primary, data)
         with open(data / "postgresql.conf", "a") as f:
             f.write(f"\n# standby\nport = {port}\nunix_socket_directories = '{directory}'\nhot_standby = on\n")
         _run(standby._cmd(str(primary.bindir / "pg_ctl"), "-D", str(data), "-l", str(directory / "server.log"),
@@ -176,6 +163,62 @@ def start_standby(primary: PostgresServer) -> PostgresServer:
         standby.stop()
         raise
     return standby
+
+
+def _pg_basebackup(primary: PostgresServer, standby: PostgresServer, data: Path) -> None:
+    env = {**os.environ, "PGPASSWORD": primary.admin_password}
+    p = subprocess.run(standby._cmd(str(primary.bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p",
+                                    str(primary.port), "-U", PG_ADMIN, "-D", str(data), "-R", "-X", "stream",
+                                    "--no-sync", "-c", "fast"),
+                       capture_output=True, text=True, timeout=120, env=env)
+    if p.returncode != 0:
+        raise RunbookError(f"pg_basebackup failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}")
+
+
+# Left out of a file-level base backup (the PostgreSQL manual, "Making a Base Backup Using the Low Level API").
+_NOT_COPIED = {"postmaster.pid", "postmaster.opts", "pg_wal", "pg_replslot", "pg_stat_tmp", "pgsql_tmp",
+               "pg_internal.init", "backup_label", "tablespace_map"}
+
+
+def _copy_base_backup(primary: PostgresServer, data: Path) -> None:
+    """Copy ``primary``'s data directory between backup start and stop, then the WAL that makes it consistent."""
+    source = primary.directory / "data"
+    with psycopg.connect(primary.admin_dsn, autocommit=True, connect_timeout=10) as conn:
+        if conn.info.server_version >= 150000:
+            conn.execute("SELECT pg_backup_start('runbook-standby', true)")
+            stop = "SELECT labelfile, spcmapfile FROM pg_backup_stop(false)"
+        else:
+            conn.execute("SELECT pg_start_backup('runbook-standby', true, false)")
+            stop = "SELECT labelfile, spcmapfile FROM pg_stop_backup(false, false)"
+        _copy_tree(source, data)
+        label, _ = conn.execute(stop).fetchone()
+    _copy_tree(source / "pg_wal", data / "pg_wal", skip=set())
+    (data / "backup_label").write_text(label)
+    (data / "standby.signal").write_text("")
+    conninfo = f"host=127.0.0.1 port={primary.port} user={PG_ADMIN} password={primary.admin_password}"
+    with open(data / "postgresql.auto.conf", "a") as f:
+        f.write(f"primary_conninfo = {_lit(conninfo)}\n")
+    os.chmod(data, 0o700)
+    if primary._run_as:
+        subprocess.run(["chown", "-R", f"{primary._run_as.pw_uid}:{primary._run_as.pw_gid}", str(data)],
+                       check=True, timeout=60)
+
+
+def _copy_tree(source: Path, target: Path, skip: set[str] = _NOT_COPIED) -> None:
+    """Copy a live directory: what the server removes while we copy is skipped; skipped directories stay empty."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in os.scandir(source):
+        dest = target / entry.name
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name in skip:
+                    dest.mkdir(exist_ok=True)
+                else:
+                    _copy_tree(Path(entry.path), dest, skip)
+            elif entry.name not in skip:
+                shutil.copy2(entry.path, dest)
+        except FileNotFoundError:
+            continue
 
 
 def _lit(value: str) -> str:

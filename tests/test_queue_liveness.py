@@ -309,10 +309,19 @@ def test_celery_consumer_of_another_queue_is_not_a_consumer_of_this_one(rd, proc
             int(d.depth("billing")["waiting"]) == 30
 
 
+def _unchanged_for(read, seconds: float) -> bool:
+    before = read()
+    time.sleep(seconds)
+    return read() == before
+
+
 def test_celery_busy_worker_with_a_backlog_is_not_called_alive(rd, procs, tmp_path):
     procs.append(celery_worker(tmp_path, rd.url, "billing"))
     celery_send(rd.url, "billing", 150, seconds=60)
     wait_until(lambda: raw(rd.url).zcard("unacked_index") >= 1, timeout=60, what="the worker took messages")
+    # the worker prefetches more than it runs: wait until it has taken all it will, so the sample sees none taken
+    wait_until(lambda: _unchanged_for(lambda: raw(rd.url).zcard("unacked_index"), 2.0), timeout=60,
+               what="the worker's prefetch settled")
     d = diagnose(rd.url)
     v = d.verdict("billing")
     assert v["verdict"] == "unknown" and "busy" in v["decided_by"]

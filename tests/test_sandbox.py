@@ -5,14 +5,22 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from runbook_lib import sandbox
+from runbook_lib import pg_binaries, sandbox
 from runbook_lib.errors import RunbookError
 
 
 def test_missing_postgres_binaries_name_the_package(monkeypatch):
-    monkeypatch.setattr(sandbox.glob, "glob", lambda pattern: [])
-    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    monkeypatch.delenv(pg_binaries.VERSION_ENV, raising=False)
+    monkeypatch.setattr(pg_binaries.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(pg_binaries.shutil, "which", lambda name: None)
     with pytest.raises(RunbookError, match="apt-get install -y postgresql"):
+        sandbox.find_pg_bindir()
+
+
+@pytest.mark.parametrize("value", ["11", "19", "15.4", "latest"])
+def test_an_unsupported_postgres_version_is_refused_in_one_line(monkeypatch, value):
+    monkeypatch.setenv(pg_binaries.VERSION_ENV, value)
+    with pytest.raises(RunbookError, match=r"supported PostgreSQL majors are 12, 13, 14, 15, 16, 17, 18$"):
         sandbox.find_pg_bindir()
 
 
