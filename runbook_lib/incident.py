@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import pandas as pd
 
 from . import tables
 from .config import Environment, load_environment, parse_window
 from .errors import RunbookError
 from .findings import Finding, Report, Severity, Thresholds
-from .sources import postgres
+from .sources import SourceError, postgres, prometheus
 from .sources import redis as redis_source
 
 
@@ -41,6 +44,15 @@ class Incident:
         if self._redis is None:
             self._redis = redis_source.RedisTarget.from_environment(self.environment, missing=self._missing())
         return self._redis
+
+    def history(self, names: Sequence[str]) -> pd.DataFrame | SourceError:
+        """Prometheus history of the named queries (``prometheus.DATABASE``, ``QUEUES``, ``SERVICES``) over the
+        window and a baseline before it; an empty frame marked not configured when the environment names no
+        Prometheus, so the notebook reads as it would without one."""
+        if self.window_start is None or self.window_end is None:
+            return SourceError(prometheus.SOURCE, "history", "config", "the incident window did not resolve")
+        return prometheus.history(prometheus.Prometheus.from_environment(self.environment), names,
+                                  self.window_start, self.window_end)
 
     def service_for(self, role: str, given: str = "") -> str:
         """The service a notebook looks at: ``given`` when the responder named one, else the first service of the

@@ -68,8 +68,11 @@ class Changes(Strict):
 
 
 class Prometheus(Strict):
-    url: str
-    headers_env: str | None = None
+    url: str = Field(description="the server's base URL, e.g. http://prometheus:9090")
+    headers_env: str | None = Field(None, description="variable holding request headers as a JSON object, e.g. "
+                                                      "'{\"Authorization\": \"Bearer ...\"}'")
+    queries: dict[str, str] = Field(default_factory=dict, description="PromQL by query name, overriding the "
+                                    "defaults (pg_connections, queue_depth, http_error_ratio, ...) or adding one")
 
 
 class EnvironmentFile(Strict):

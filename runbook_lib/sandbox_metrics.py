@@ -74,7 +74,7 @@ def start_metrics(sandbox: Sandbox, *, scrape_s: float = 1.0, check_keys: str = 
     directory = Path(tempfile.mkdtemp(prefix="runbook-prom-"))
     stack = MetricsStack("", directory)
     try:
-        pg_port, redis_port, prom_port = free_port(), free_port(), free_port()
+        pg_port, redis_port = free_port(), free_port()
         pg_env = {**os.environ, "DATA_SOURCE_NAME": sandbox.postgres.monitor_dsn + "?sslmode=disable"}
         stack.processes.append(_spawn(["prometheus-postgres-exporter", f"--web.listen-address=127.0.0.1:{pg_port}"],
                                       directory / "postgres_exporter.log", pg_env))
@@ -84,22 +84,43 @@ def start_metrics(sandbox: Sandbox, *, scrape_s: float = 1.0, check_keys: str = 
         if check_keys:
             redis_args.append(f"-check-keys={check_keys}")
         stack.processes.append(_spawn(redis_args, directory / "redis_exporter.log", redis_env))
-        config = directory / "prometheus.yml"
-        config.write_text(
-            f"global:\n  scrape_interval: {scrape_s:g}s\n  evaluation_interval: {scrape_s:g}s\n"
-            "scrape_configs:\n"
-            f"  - job_name: postgres\n    static_configs: [{{targets: ['127.0.0.1:{pg_port}']}}]\n"
-            f"  - job_name: redis\n    static_configs: [{{targets: ['127.0.0.1:{redis_port}']}}]\n")
-        stack.processes.append(_spawn(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={storage or directory / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}", "--storage.tsdb.retention.time=30d",
-             "--log.level=warn"], directory / "prometheus.log"))
-        stack.url = f"http://127.0.0.1:{prom_port}"
-        _wait_ready(stack)
+        targets = {"postgres": f"127.0.0.1:{pg_port}", "redis": f"127.0.0.1:{redis_port}"}
+        stack.url = _start_prometheus(stack, targets, scrape_s, storage)
     except BaseException:
         stack.stop()
         raise
     return stack
+
+
+def start_prometheus(storage: Path, targets: dict[str, str] | None = None, scrape_s: float = 1.0) -> MetricsStack:
+    """A Prometheus alone over ``storage`` (a TSDB directory, e.g. filled by ``promtool tsdb
+    create-blocks-from openmetrics``), scraping ``targets`` (job -> host:port) if any."""
+    if not shutil.which("prometheus"):
+        raise RunbookError("not installed: apt-get install -y prometheus")
+    stack = MetricsStack("", Path(tempfile.mkdtemp(prefix="runbook-prom-")))
+    try:
+        stack.url = _start_prometheus(stack, targets or {}, scrape_s, storage)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def _start_prometheus(stack: MetricsStack, targets: dict[str, str], scrape_s: float, storage: Path | None) -> str:
+    """Write the config, start Prometheus under ``stack``, wait until it is ready; its base URL."""
+    port = free_port()
+    config = stack.directory / "prometheus.yml"
+    jobs = "".join(f"  - job_name: {job}\n    static_configs: [{{targets: ['{where}']}}]\n"
+                   for job, where in targets.items())
+    config.write_text(f"global:\n  scrape_interval: {scrape_s:g}s\n  evaluation_interval: {scrape_s:g}s\n"
+                      + (f"scrape_configs:\n{jobs}" if jobs else ""))
+    stack.processes.append(_spawn(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={storage or stack.directory / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d", "--log.level=warn"],
+        stack.directory / "prometheus.log"))
+    stack.url = f"http://127.0.0.1:{port}"
+    _wait_ready(stack)
+    return stack.url
 
 
 def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -204,7 +204,11 @@ def test_missing_pg_stat_statements_is_a_finding_that_says_how_to_fix(sandbox, s
         assert f.severity is Severity.WARN and "CREATE EXTENSION" in f.action
     finally:
         d.close()
-        sessions.admin().execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin = sessions.admin()  # DROP DATABASE ... WITH (FORCE) is PostgreSQL 13+
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        wait_for(lambda: admin.execute("SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = %s",
+                                       (name,)).fetchone()[0])
+        admin.execute(f"DROP DATABASE {name}")
 
 
 def test_insufficient_privilege_becomes_a_visibility_finding(sandbox, sessions):

@@ -5,6 +5,7 @@ what Postgres and RQ themselves reported at the time."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from runbook_lib.sandbox_metrics import start_metrics
 from runbook_lib.sources import SourceError
 from runbook_lib.sources import prometheus as prom
 from tests.helpers import wait_for
+from tests.test_runner import only_record, run_cli
 
 SCRAPE_S = 1.0
 BASELINE_S = 10.0
@@ -208,3 +210,46 @@ def test_the_step_keeps_about_three_hundred_points_and_the_baseline_is_bounded()
     assert prom.choose_step(t - timedelta(seconds=30), t) == 1
     assert prom.baseline_for(t - timedelta(minutes=1), t) == timedelta(minutes=10)
     assert prom.baseline_for(t - timedelta(days=2), t) == timedelta(hours=6)
+
+
+@pytest.fixture
+def fresh_stack():
+    """A Prometheus of the test's own: a run's baseline is at least 10 minutes, which on the module's stack would
+    hold the other tests' incidents."""
+    sb = Sandbox.start()
+    metrics = start_metrics(sb, scrape_s=SCRAPE_S)
+    try:
+        metrics.wait_for_series("pg_locks_count")
+        yield sb, metrics
+    finally:
+        metrics.stop()
+        sb.stop()
+
+
+def test_a_database_pressure_run_records_when_the_lock_queue_began_and_charts_it(fresh_stack, tmp_path):
+    sb, metrics = fresh_stack
+    start = _baseline()
+    staged_at = _now()
+    staged = stage_database_pressure(sb.postgres, readers=3, slow_statements=False)
+    try:
+        time.sleep(5)
+        env_file = tmp_path / "prod.yaml"
+        env_file.write_text(f"postgres: {{dsn_env: PROD_PG_DSN}}\nprometheus: {{url: '{metrics.url}'}}\n")
+        proc = run_cli("run", "database_pressure", "--incident", "PROM-1", "--env-file", str(env_file), "--archive",
+                       str(tmp_path / "arch"), "-p", f"window_start={start.isoformat()}", "-p", "sample_seconds=0.5",
+                       env={"PROD_PG_DSN": sb.postgres.monitor_dsn})
+    finally:
+        staged.stop()
+    assert proc.returncode == 0, proc.stderr
+    record = only_record(tmp_path / "arch", "PROM-1")
+    findings = {f["key"]: f for f in json.loads((record / "findings.json").read_text())}
+    lock = findings.get("history.pg_exclusive_locks:pg_exclusive_locks")
+    assert lock, sorted(k for k in findings if k.startswith("history"))
+    assert "above baseline since" in lock["title"]
+    departed = datetime.fromisoformat(lock["evidence"]["departed_at"])
+    assert staged_at - timedelta(seconds=SCRAPE_S) <= departed <= staged_at + timedelta(seconds=5)
+    assert findings["pg.ddl_lock_queue:relation:orders"]["severity"] == "crit"  # the snapshot still decides
+    assert "The incident window in Prometheus" in (record / "report.html").read_text()
+    notebook = json.loads((record / "notebook.ipynb").read_text())
+    [cell] = [c for c in notebook["cells"] if c.get("id") == "cell-history"]
+    assert any("image/png" in o.get("data", {}) for o in cell["outputs"])  # the chart, not a note

@@ -10,6 +10,7 @@ DataFrame, or a :class:`~runbook_lib.sources.SourceError` that says what failed.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -120,14 +121,14 @@ class Database:
                 with conn.cursor() as cur:
                     # every statement carries MARKER, so none of ours reaches a statements table
                     cur.execute(
-                        f"{MARKER} BEGIN READ ONLY; {MARKER} SELECT set_config('statement_timeout', '{int(st)}', true),"
+                        f"BEGIN {MARKER} READ ONLY; SELECT {MARKER} set_config('statement_timeout', '{int(st)}', true),"
                         f" set_config('lock_timeout', '{int(self.safety.lock_timeout_ms)}', true)"
                     )
                     try:
                         return work(cur)
                     finally:
                         if not conn.closed and not conn.broken:
-                            conn.execute(f"{MARKER} ROLLBACK")
+                            conn.execute(f"ROLLBACK {MARKER}")
             except pg_errors.LockNotAvailable as e:
                 return SourceError(SOURCE, check, "lock_timeout", _one_line(str(e)),
                                    hint="a relation this check reads is locked; the check gave up rather than wait")
@@ -172,8 +173,17 @@ MARKER = "/* runbook-diagnostics */"
 NOT_OURS = "(pid <> pg_backend_pid() AND application_name IS DISTINCT FROM 'runbook-diagnostics')"
 
 
+_FIRST_WORD = re.compile(r"^\s*(\S+)")
+
+
+def marked(sql: str) -> str:
+    """``sql`` with MARKER after its first word. Inside the statement, not before it: PostgreSQL 18 leaves a leading
+    comment out of the statement text that pg_stat_statements keeps (a trailing one may go too)."""
+    return _FIRST_WORD.sub(lambda m: f"{m.group(1)} {MARKER}", sql.strip(), count=1)
+
+
 def _exec(cur: psycopg.Cursor, sql: str, params: Any = None) -> psycopg.Cursor:
-    return cur.execute(MARKER + " " + sql.strip(), params)
+    return cur.execute(marked(sql), params)
 
 
 def _fetch_frame(cur: psycopg.Cursor, sql: str, params: Any = None) -> pd.DataFrame:
