@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 
 from ..config import Environment
@@ -150,7 +151,7 @@ def history(prom: Prometheus, names: Iterable[str], start: datetime, end: dateti
     unreachable = [a for a in answers if isinstance(a, SourceError)]
     if unreachable and len(unreachable) == len(answers):
         return unreachable[0]
-    rows: list[dict[str, Any]] = []
+    frames: list[pd.DataFrame] = []
     missing, failed = [], {}
     for q, answer in zip(wanted, answers):
         if isinstance(answer, SourceError):
@@ -160,8 +161,8 @@ def history(prom: Prometheus, names: Iterable[str], start: datetime, end: dateti
         elif not answer:
             missing.append(q.name)
         else:
-            rows += _rows(q, answer, start, (base_start.timestamp(), end.timestamp(), step))
-    return _frame(rows, wanted, start, end, base_start, step, missing, failed, configured=True)
+            frames += _series_frames(q, answer, start, (base_start.timestamp(), end.timestamp(), step))
+    return _frame(frames, wanted, start, end, base_start, step, missing, failed, configured=True)
 
 
 def _range(client: httpx.Client, q: Query, start: datetime, end: datetime, step: float
@@ -190,27 +191,31 @@ def _range(client: httpx.Client, q: Query, start: datetime, end: datetime, step:
     return list(body.get("data", {}).get("result") or [])
 
 
-def _rows(q: Query, result: list[dict[str, Any]], window_start: datetime,
-          grid: tuple[float, float, float]) -> list[dict[str, Any]]:
-    """Long rows of a matrix; for ``absent_is_zero`` queries every step without a sample is a zero."""
-    cut = window_start.timestamp()
-    rows = []
+def _series_frames(q: Query, result: list[dict[str, Any]], window_start: datetime,
+                   grid: tuple[float, float, float]) -> list[pd.DataFrame]:
+    """One long frame per series of a matrix; for ``absent_is_zero`` queries every step without a sample is 0."""
+    frames = []
     for series in result:
         labels = ",".join(f"{k}={v}" for k, v in sorted(series.get("metric", {}).items()) if k != "__name__")
-        points = {round(float(ts), 3): float(v) for ts, v in series.get("values", [])}
+        points = np.array(series.get("values") or [], dtype=float).reshape(-1, 2)
+        ts, values = points[:, 0], points[:, 1]
         if q.absent_is_zero:
             first, last, step = grid
-            points = {round(first + k * step, 3): 0.0 for k in range(int((last - first) / step) + 1)} | points
-        for ts, v in sorted(points.items()):
-            if math.isfinite(v):
-                rows.append({"query": q.name, "series": labels or q.name, "time": ts, "value": v,
-                             "phase": "baseline" if ts < cut else "window"})
-    return rows
+            full = first + step * np.arange(int((last - first) / step) + 1)
+            at = np.searchsorted(full, ts - step / 2)  # Prometheus evaluates at exactly first + k * step
+            filled = np.zeros(len(full))
+            filled[at[at < len(full)]] = values[at < len(full)]
+            ts, values = full, filled
+        keep = np.isfinite(values)
+        frames.append(pd.DataFrame({"query": q.name, "series": labels or q.name, "time": ts[keep],
+                                    "value": values[keep],
+                                    "phase": np.where(ts[keep] < window_start.timestamp(), "baseline", "window")}))
+    return frames
 
 
-def _frame(rows: list[dict[str, Any]], wanted: list[Query], start: datetime, end: datetime, base_start: datetime,
+def _frame(frames: list[pd.DataFrame], wanted: list[Query], start: datetime, end: datetime, base_start: datetime,
            step: float, missing: list[str], failed: dict[str, str], *, configured: bool) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=HISTORY_COLUMNS)
     df["time"] = pd.to_datetime(df["time"], unit="s", utc=True)
     df.attrs.update(window_start=start.astimezone(timezone.utc), window_end=end.astimezone(timezone.utc),
                     baseline_start=base_start.astimezone(timezone.utc), step_s=step,
