@@ -91,7 +91,7 @@ class Incident:
         :func:`runbook_lib.live.watch`."""
         from .live import watch
 
-        return watch(self, *panels, every_s=every_s, for_s=for_s)
+        return watch(self.environment, self.thresholds, *panels, every_s=every_s, for_s=for_s)
 
     def _repr_html_(self) -> str:
         window = (f"{self.window_start:%Y-%m-%d %H:%M:%S} to {self.window_end:%Y-%m-%d %H:%M:%S} UTC"

@@ -1,7 +1,7 @@
 """Live views for JupyterLab: the evidence a responder watches settle after acting, refreshed every few seconds.
 
-``watch(inc, "blocking", "lock_queue")`` shows one panel per view and refreshes it in a background thread, so the
-notebook stays usable. Each refresh opens its own diagnostic session, runs the panel's read-only queries and closes
+``inc.watch("blocking", "lock_queue")`` in a notebook (:func:`watch` here) shows one panel per view and refreshes
+it in a background thread, so the notebook stays usable. Each refresh opens its own diagnostic session, runs the panel's read-only queries and closes
 it: nothing is held between refreshes. A view stops on its own after ``for_s`` (at most an hour), on its Stop button,
 or when the same cell is run again. What it shows is an ordinary display (``update_display_data``), so the last
 picture stays in the saved notebook and in an archived record.
@@ -25,7 +25,6 @@ from .sources import redis as redis_source
 
 if TYPE_CHECKING:
     from .config import Environment
-    from .incident import Incident
 
 MAX_SECONDS = 3600.0
 MIN_EVERY_S = 1.0
@@ -220,7 +219,8 @@ def _table(name: str, frame: pd.DataFrame | SourceError | None, first: Refresh |
 _running: dict[tuple[str, ...], LiveView] = {}  # this kernel's views: running a watch cell again replaces its view
 
 
-def watch(inc: Incident, *panels: str, every_s: float = 2.0, for_s: float = 600.0) -> Any:
+def watch(environment: Environment | None, thresholds: Thresholds, *panels: str, every_s: float = 2.0,
+          for_s: float = 600.0) -> Any:
     """Show ``panels`` (:data:`PANELS`) live below this cell, with a Stop button. Outside JupyterLab (a papermill
     run) it refreshes once and shows that, so a record still holds the picture."""
     from IPython.display import display
@@ -228,7 +228,7 @@ def watch(inc: Incident, *panels: str, every_s: float = 2.0, for_s: float = 600.
     from .lab import in_jupyterlab
 
     names = list(panels) or ["connections", "blocking", "lock_queue"]
-    view = LiveView(inc.environment, inc.thresholds, names, every_s=every_s, for_s=for_s)
+    view = LiveView(environment, thresholds, names, every_s=every_s, for_s=for_s)
     if not in_jupyterlab():
         view.stopped = "a single refresh: live views run in JupyterLab"
         view.refresh()

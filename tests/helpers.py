@@ -38,6 +38,12 @@ class SessionPool:
         self.threads.append(t)
         return t
 
+    def blocked(self, conn: psycopg.Connection, sql: str) -> threading.Thread:
+        """Run ``sql`` on ``conn`` in the background; return once it waits on a lock."""
+        thread = self.background(conn, sql)
+        wait_for(lambda: waiting_on_lock(self.dsn, conn.info.backend_pid))
+        return thread
+
     def admin(self) -> psycopg.Connection:
         return self.open("test-admin")
 

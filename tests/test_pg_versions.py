@@ -15,7 +15,6 @@ import psycopg
 from runbook_lib import pg_binaries
 from runbook_lib.sandbox import Sandbox, stage_database_pressure
 from runbook_lib.sources import postgres as pg
-from tests.helpers import wait_for, waiting_on_lock
 from tests.test_runner import run_cli
 
 # pg_stat_statements as each major ships it
@@ -62,11 +61,9 @@ def test_lock_queue_orders_waiters_and_times_them_where_the_version_can(db, sess
     holder = sessions.open("billing-worker", autocommit=False)
     holder.execute(f"SELECT * FROM {table}")  # AccessShareLock held, transaction left open
     ddl = sessions.open("migrate")
-    sessions.background(ddl, f"ALTER TABLE {table} ADD COLUMN v int")
-    wait_for(lambda: waiting_on_lock(sessions.dsn, ddl.info.backend_pid))
+    sessions.blocked(ddl, f"ALTER TABLE {table} ADD COLUMN v int")
     reader = sessions.open("portal-api")
-    sessions.background(reader, f"SELECT count(*) FROM {table}")
-    wait_for(lambda: waiting_on_lock(sessions.dsn, reader.info.backend_pid))
+    sessions.blocked(reader, f"SELECT count(*) FROM {table}")
     queue = pg.lock_queue(db)
     mine = queue[queue["relation"] == table].set_index("pid")
     assert mine.loc[holder.info.backend_pid, "role"] == "holder"

@@ -14,7 +14,7 @@ from runbook_lib.rules import postgres as rules
 from runbook_lib.sandbox import stage_database_pressure
 from runbook_lib.sources import SourceError
 from runbook_lib.sources import postgres as pg
-from tests.helpers import wait_for, waiting_on_lock
+from tests.helpers import wait_for
 
 TH = Thresholds()
 
@@ -108,8 +108,7 @@ def test_every_check_finishes_while_a_granted_access_exclusive_lock_is_held(db, 
     ddl = sessions.open("migrate", autocommit=False)
     ddl.execute(f"ALTER TABLE {table} ADD COLUMN w int")  # AccessExclusiveLock granted, transaction left open
     reader = sessions.open("reader")
-    sessions.background(reader, f"SELECT count(*) FROM {table}")
-    wait_for(lambda: waiting_on_lock(sessions.dsn, reader.info.backend_pid))
+    sessions.blocked(reader, f"SELECT count(*) FROM {table}")
     results = {
         "invalid_indexes": pg.invalid_indexes(db), "sequences": pg.sequence_exhaustion(db),
         "lock_queue": pg.lock_queue(db), "tree": pg.blocking_tree(db), "wrap": pg.wraparound_risk(db),
@@ -137,8 +136,7 @@ def test_every_check_finishes_while_an_access_exclusive_lock_is_pending(db, sess
     holder = sessions.open("report", autocommit=False)
     holder.execute(f"SELECT count(*) FROM {table}")  # AccessShareLock held, transaction left open
     ddl = sessions.open("migrate")
-    sessions.background(ddl, f"ALTER TABLE {table} ADD COLUMN w int")  # AccessExclusiveLock pending behind it
-    wait_for(lambda: waiting_on_lock(sessions.dsn, ddl.info.backend_pid))
+    sessions.blocked(ddl, f"ALTER TABLE {table} ADD COLUMN w int")  # AccessExclusiveLock pending behind it
     results = {"invalid_indexes": pg.invalid_indexes(db), "sequences": pg.sequence_exhaustion(db),
                "lock_queue": pg.lock_queue(db), "tree": pg.blocking_tree(db), "wrap": pg.wraparound_risk(db)}
     for name, r in results.items():  # a lock_timeout SourceError would mean the check queued behind the DDL
@@ -238,8 +236,7 @@ def test_deadlock_shows_in_the_counter_delta(db, sessions):
     a, b = sessions.open("deadlock-a", autocommit=False), sessions.open("deadlock-b", autocommit=False)
     a.execute(f"UPDATE {table} SET v = v WHERE id = 1")
     b.execute(f"UPDATE {table} SET v = v WHERE id = 2")
-    sessions.background(a, f"UPDATE {table} SET v = v WHERE id = 2")
-    wait_for(lambda: waiting_on_lock(sessions.dsn, a.info.backend_pid))
+    sessions.blocked(a, f"UPDATE {table} SET v = v WHERE id = 2")
     errors = []
     try:
         b.execute(f"UPDATE {table} SET v = v WHERE id = 1")
