@@ -45,6 +45,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _fail_on(args.fail_on, [result])
 
 
+def _cmd_record(args: argparse.Namespace) -> int:
+    from .record import record_executed
+
+    result = record_executed(args.executed, incident_id=args.incident, notebook=args.notebook,
+                             archive_dir=args.archive)
+    _print_result(result)
+    return EXIT_OK if result.status == "ok" else EXIT_RUN_FAILED
+
+
 def _fail_on(threshold: str | None, results: list[Any]) -> int:
     """EXIT_FINDINGS when any run found something at least as urgent as ``threshold`` (crit, error or warn)."""
     from .findings import Severity
@@ -399,6 +408,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fail-on", choices=["crit", "error", "warn"],
                      help=f"exit {EXIT_FINDINGS} when a finding is at least this urgent (for automation)")
     run.set_defaults(func=_cmd_run)
+
+    rec = sub.add_parser("record", help="archive a notebook executed elsewhere (papermill, Airflow) as a record",
+                         description="Seal a notebook that papermill, Airflow's PapermillOperator or another engine "
+                                     "executed into a record, as runbook run seals its own. Example: papermill "
+                                     "notebooks/database_pressure.ipynb out.ipynb -p incident_id INC-7 && runbook "
+                                     "record out.ipynb")
+    rec.add_argument("executed", help="the executed .ipynb")
+    rec.add_argument("--incident", help="incident id (default: the one the notebook's parameters name)")
+    rec.add_argument("--notebook", help="notebook name in the record (default: the one its report names)")
+    rec.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
+    rec.set_defaults(func=_cmd_record)
 
     note = sub.add_parser("note", help="add a human entry to the incident's timeline")
     note.add_argument("incident")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FINDINGS_PATH_ENV = "RUNBOOK_FINDINGS_PATH"
+FINDINGS_MIME = "application/vnd.runbook.findings+json"  # the findings inside a notebook's outputs
 
 
 class Severity(str, Enum):
@@ -445,6 +446,12 @@ class Report:
         if ok:
             lines.append(f"[ OK  ] {ok} checks found nothing wrong")
         return "\n".join(lines)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """The findings as JSON beside the HTML table, so a notebook executed by any engine (papermill alone,
+        Airflow's PapermillOperator) carries them and ``runbook record`` can make it a record."""
+        return {FINDINGS_MIME: {"incident_id": self.incident_id, "notebook": self.notebook,
+                                "findings": [f.to_dict() for f in self.findings]}}
 
     def _repr_html_(self) -> str:
         fs = self.findings

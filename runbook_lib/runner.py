@@ -459,10 +459,21 @@ def seal(stage: archive.Staging, findings: list[Finding], status: str, reason: s
     return RunResult(status, record, reason, findings)
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """How an executed notebook came to be a record: run.json's ``mode`` and ``command``, and how it ended."""
+
+    mode: str = "interactive"
+    command: str = "inc.archive()"
+    status: str = "ok"
+    reason: str = ""
+
+
 def archive_executed(executed: Path, incident_id: str, notebook: str, findings: list[Finding],
-                     parameters: dict[str, Any], archive_dir: str | os.PathLike[str] | None = None) -> RunResult:
-    """Archive a notebook a responder executed in JupyterLab, as it was saved, as a record of ``incident_id``
-    (``mode: interactive``): the same sealing as ``runbook run``, the same upload to an ``s3://`` archive."""
+                     parameters: dict[str, Any], archive_dir: str | os.PathLike[str] | None = None,
+                     provenance: Provenance = Provenance()) -> RunResult:
+    """Archive a notebook executed outside ``runbook run`` (saved in JupyterLab, or run by papermill or Airflow) as
+    a record of ``incident_id``: the same sealing as ``runbook run``, the same upload to an ``s3://`` archive."""
     archive.validate_incident_id(incident_id)
     root, remote = _local_root(archive_dir)
     archive.ensure_writable(root, incident_id)
@@ -471,9 +482,9 @@ def archive_executed(executed: Path, incident_id: str, notebook: str, findings: 
     stage = archive.begin(root, incident_id, notebook, {
         "parameters": json.loads(redact(json.dumps(parameters, default=str))), "environment": env_name,
         "kernel": KERNEL_NAME, "versions": _versions(), "host": socket.gethostname(),
-        "command": "inc.archive()", "mode": "interactive"})
+        "command": provenance.command, "mode": provenance.mode})
     shutil.copyfile(executed, stage.file("notebook.ipynb"))
-    result = seal(stage, findings, "ok", "", secret_values)
+    result = seal(stage, findings, provenance.status, provenance.reason, secret_values)
     if remote:
         result.remote = upload_record(result.record, remote)
     return result
