@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .errors import RunbookError
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
@@ -22,23 +23,74 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"runbook: error: {message} (see runbook --help)\n")
 
 
-def _key_values(items: Sequence[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise RunbookError(f"-p {item!r}: expected key=value")
-        out[key.strip()] = value
+class _ParameterAction(argparse.Action):
+    """``-p KEY=VALUE`` or, as papermill takes it, ``-p KEY VALUE``; repeatable, kept in order."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if len(values) == 1 and "=" in values[0]:
+            key, _, value = values[0].partition("=")
+        elif len(values) == 2 and "=" not in values[0]:
+            key, value = values
+        else:
+            parser.error(f"-p {' '.join(values)}: expected KEY=VALUE or KEY VALUE")
+        if not key.strip():
+            parser.error(f"-p {' '.join(values)}: the parameter has no name")
+        getattr(namespace, self.dest).append((key.strip(), value))
+
+
+def _add_parameters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-p", "--parameter", dest="p", nargs="+", action=_ParameterAction, default=[],
+                   metavar="KEY[=VALUE]", help="notebook parameter, KEY=VALUE or KEY VALUE (repeatable; wins over -f)")
+    p.add_argument("-f", "--parameters-file", metavar="PARAMS.yaml",
+                   help="a YAML mapping of parameters, typed as written (as papermill's -f)")
+
+
+def _parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """``-f`` file's mapping, then each ``-p`` over it (strings, converted to the declared type by the runner)."""
+    from .config import read_yaml
+
+    out: dict[str, Any] = {}
+    if args.parameters_file:
+        loaded = read_yaml(Path(args.parameters_file), "parameters file")
+        if not isinstance(loaded, dict) or not all(isinstance(k, str) for k in loaded):
+            raise RunbookError(f"{args.parameters_file}: expected a mapping of parameter names to values")
+        out.update(loaded)
+    out.update(args.p)
     return out
+
+
+def _emit_json(value: Any) -> None:
+    """One JSON document on stdout (``--json``): for scripts and pipelines, not for reading."""
+    import json
+
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    from .findings import counts
+
+    return {"notebook": result.record.name.split("-", 1)[-1], "incident": result.record.parent.name,
+            "status": result.status, "reason": result.reason, "verdict": verdict(result.findings),
+            "worst": result.worst.value, "counts": counts(result.findings),
+            "findings": [f.to_dict() for f in result.findings], "record": str(result.record),
+            "report": str(result.report), "remote": result.remote or None}
+
+
+def _show_result(result: Any, as_json: bool) -> None:
+    if as_json:
+        _emit_json(_result_json(result))
+    else:
+        _print_result(result)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_notebook
 
     result = run_notebook(args.notebook, args.incident, environment=args.env, env_file=args.env_file,
-                          parameters=_key_values(args.p), archive_dir=args.archive, cell_timeout=args.cell_timeout,
+                          parameters=_parameters(args), archive_dir=args.archive, cell_timeout=args.cell_timeout,
                           progress=sys.stderr.isatty())
-    _print_result(result)
+    _show_result(result, args.json)
     if result.status != "ok":
         print(f"runbook: run failed: {result.reason} (record: {result.record})", file=sys.stderr)
         return EXIT_RUN_FAILED
@@ -50,7 +102,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
     result = record_executed(args.executed, incident_id=args.incident, notebook=args.notebook,
                              archive_dir=args.archive)
-    _print_result(result)
+    _show_result(result, args.json)
     return EXIT_OK if result.status == "ok" else EXIT_RUN_FAILED
 
 
@@ -111,7 +163,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .config import list_environments
     from .runner import describe_notebooks
 
-    for nb in describe_notebooks():
+    notebooks = describe_notebooks()
+    if args.json:
+        _emit_json({"notebooks": [{**nb, "parameters": [vars(p) for p in nb["parameters"]]} for nb in notebooks],
+                    "environments": list_environments()})
+        return EXIT_OK
+    for nb in notebooks:
         print(f"{nb['name']}: {nb['title']}")
         for p in nb["parameters"]:
             help_text = f"  # {p.help}" if p.help else ""
@@ -196,8 +253,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         b = archive.resolve_record(root, args.run_b)
         if a.started_at > b.started_at:
             a, b = b, a
+    changes = timeline.compare(a, b)
+    if args.json:
+        _emit_json({"notebook": a.notebook, "before": a.run_id, "after": b.run_id,
+                    "changes": changes.to_dict(orient="records")})
+        return EXIT_OK
     print(f"{a.notebook}: {a.run_id} ({a.started_at:%H:%M:%S}) -> {b.run_id} ({b.started_at:%H:%M:%S})")
-    _print_compare(timeline.compare(a, b))
+    _print_compare(changes)
     return EXIT_OK
 
 
@@ -220,7 +282,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     every, limit = _duration(args.every), _duration(args.timeout)
     deadline = _time.monotonic() + limit
     previous = None
-    params = _key_values(args.p)
+    params = _parameters(args)
     round_no = 0
     while True:
         round_no += 1
@@ -265,6 +327,9 @@ def _cmd_archive(args: argparse.Namespace) -> int:
     root = archive.archive_root(args.archive)
     if args.archive_command == "list":
         recs = archive.records(root, args.incident)
+        if args.json:
+            _emit_json([_record_json(r) for r in recs])
+            return EXIT_OK
         for r in recs:
             print(f"{r.started_at:%Y-%m-%d %H:%M:%S}  {r.run_id:60}  {r.status:6}  worst {r.run.get('worst_severity', '?')}")
         if not recs:
@@ -272,6 +337,10 @@ def _cmd_archive(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.archive_command == "show":
         r = archive.resolve_record(root, args.run)
+        if args.json:
+            _emit_json({**_record_json(r), "reason": r.run.get("reason", ""), "verdict": verdict(r.findings()),
+                        "findings": [f.to_dict() for f in r.findings()], "report": str(r.path / "report.html")})
+            return EXIT_OK
         print(f"{r.run_id}: {r.notebook} for {r.incident_id}, {r.status}, started {r.started_at:%Y-%m-%d %H:%M:%S} UTC")
         if r.run.get("reason"):
             print(f"reason: {r.run['reason']}")
@@ -283,6 +352,11 @@ def _cmd_archive(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.archive_command == "verify":
         problems = archive.verify(root)
+        if args.json:
+            _emit_json({"records": len(archive.list_records(root)), "intact": not problems,
+                        "problems": [{"record": str(rec), "problem": what} for rec, what in problems],
+                        "signatures": archive.signed_state(root)})
+            return EXIT_RUN_FAILED if problems else EXIT_OK
         for rec, what in problems:
             print(f"{rec}: {what}")
         n = len(archive.list_records(root))
@@ -301,6 +375,12 @@ def _cmd_archive(args: argparse.Namespace) -> int:
         print(f"{len(old)} records older than {args.older_than}")
         return EXIT_OK
     raise RunbookError(f"unknown archive command {args.archive_command}")
+
+
+def _record_json(r: Any) -> dict[str, Any]:
+    return {"run_id": r.run_id, "incident": r.incident_id, "notebook": r.notebook, "status": r.status,
+            "started_at": r.started_at.isoformat(), "worst": r.run.get("worst_severity"), "mode":
+            r.run.get("mode", "papermill"), "path": str(r.path)}
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
@@ -394,15 +474,18 @@ def _cmd_kernel(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="runbook", description="Diagnostic notebooks for incident response.")
+    parser.add_argument("--version", action="version", version=f"runbook {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="execute a notebook for an incident and archive the record")
+    run = sub.add_parser("run", help="execute a notebook for an incident and archive the record",
+                         epilog="example: runbook run database_pressure --incident INC-7 --env production "
+                                "-p sample_seconds 10 -f incident-params.yaml")
     run.add_argument("notebook", help="notebook name (see runbook list)")
     run.add_argument("--incident", required=True, help="incident id (letters, digits, . _ -)")
     env = run.add_mutually_exclusive_group()
     env.add_argument("--env", help="environment name under params/environments/")
     env.add_argument("--env-file", help="path to an environment file")
-    run.add_argument("-p", action="append", default=[], metavar="KEY=VALUE", help="notebook parameter (repeatable)")
+    _add_parameters(run)
     run.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
     run.add_argument("--cell-timeout", type=int, default=300, help="seconds one cell may run (default 300)")
     run.add_argument("--fail-on", choices=["crit", "error", "warn"],
@@ -451,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     wenv = watch.add_mutually_exclusive_group()
     wenv.add_argument("--env")
     wenv.add_argument("--env-file")
-    watch.add_argument("-p", action="append", default=[], metavar="KEY=VALUE")
+    _add_parameters(watch)
     watch.add_argument("--every", default="5m", help="interval between runs (default 5m)")
     watch.add_argument("--until-clear", action="store_true", help="stop when nothing is warn, crit or error")
     watch.add_argument("--timeout", default="2h", help="give up after this long (default 2h)")
@@ -476,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     apr = asub.add_parser("prune", help="delete records older than an age (dry run unless --yes)")
     apr.add_argument("--older-than", required=True, help="e.g. 90d")
     apr.add_argument("--yes", action="store_true")
+    for p in (run, rec, ls, cmp_, al, ash, asub.choices["verify"]):
+        p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     for p in (al, ash, asub.choices["verify"], ast, apr):
         p.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
     arch.set_defaults(func=_cmd_archive)

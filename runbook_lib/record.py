@@ -65,7 +65,7 @@ def _literal_assignments(source: str) -> dict[str, Any]:
 
 
 def record_executed(path: str | os.PathLike[str], *, incident_id: str | None = None, notebook: str | None = None,
-                    archive_dir: str | os.PathLike[str] | None = None) -> RunResult:
+                    archive_dir: str | os.PathLike[str] | None = None, command: str = "") -> RunResult:
     """Make the executed notebook at ``path`` a record of ``incident_id`` (default: the incident its report
     named). A notebook without a runbook report's findings is refused: it would be a record that says nothing."""
     import nbformat
@@ -85,7 +85,7 @@ def record_executed(path: str | os.PathLike[str], *, incident_id: str | None = N
         raise RunbookError("the notebook names no incident: pass --incident ID")
     name = notebook or str(payload.get("notebook") or "") or _papermill_input(nb) or source.stem
     failure = run_failure(nb)
-    provenance = Provenance(mode="recorded", command=f"runbook record {source.name}",
+    provenance = Provenance(mode="recorded", command=command or f"runbook record {source.name}",
                             status="failed" if failure else "ok", reason=failure)
     return archive_executed(source, incident, name, findings, run_parameters(nb), archive_dir, provenance)
 

@@ -71,3 +71,23 @@ def test_a_notebook_without_findings_is_refused_in_one_line(tmp_path):
     assert not archive.list_records(tmp_path / "arch")
     missing = run_cli("record", str(tmp_path / "nope.ipynb"), "--archive", str(tmp_path / "arch"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_papermill_with_the_runbook_engine_records_in_one_step(sandbox, tmp_path):
+    staged = stage_database_pressure(sandbox.postgres, readers=2, slow_statements=False)
+    try:
+        ran = subprocess.run([*PAPERMILL, "--engine", "runbook", str(NOTEBOOK), str(tmp_path / "out.ipynb"), "-k",
+                              KERNEL_NAME, "-p", "incident_id", "PM-4", "-p", "sample_seconds", "0.2"],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, **sandbox.env(), "RUNBOOK_ARCHIVE": str(tmp_path / "arch")})
+    finally:
+        staged.stop()
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    record = only_record(tmp_path / "arch", "PM-4")
+    assert f"runbook: recorded {record} (ok)" in ran.stderr
+    run = json.loads((record / "run.json").read_text())
+    assert run["mode"] == "recorded" and run["command"] == "papermill --engine runbook"
+    findings = {f["key"]: f for f in json.loads((record / "findings.json").read_text())}
+    assert findings[f"pg.blocking:pid:{staged.pids['blocker']}"]["severity"] == "crit"
+    assert (tmp_path / "out.ipynb").exists()  # papermill still writes its output as it always does
+    assert run_cli("archive", "verify", "--archive", str(tmp_path / "arch")).returncode == 0
