@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import Any
 
 
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
+from jinja2 import meta as jinja_meta
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
 from .archive import validate_incident_id
 from .config import project_dir, read_yaml
 from .errors import ConfigError, RunbookError
 
-_TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z_]+)(?:\.([A-Za-z0-9_.-]+))?\s*\}\}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -174,19 +178,29 @@ class Job:
         return f"{self.route}:{self.alert.fingerprint}"
 
 
-def render(template: str, alert: Alert) -> str:
-    """Fill ``{{ labels.x }}``-style placeholders; a missing value is a :class:`PayloadError`."""
-    ctx = alert.context()
+_TEMPLATES = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+TEMPLATE_NAMES = frozenset({"labels", "annotations", "fingerprint", "source", "status"})  # what Alert.context() has
 
-    def sub(m: re.Match[str]) -> str:
-        root, key = m.group(1), m.group(2)
-        value = ctx.get(root)
-        if key is not None:
-            value = value.get(key) if isinstance(value, dict) else None
-        if value in (None, ""):
-            raise PayloadError(f"template {m.group(0)} has no value in this alert")
-        return str(value)
-    return _TEMPLATE.sub(sub, template)
+
+def render(template: str, alert: Alert) -> str:
+    """Render a route template (``{{ labels.queue }}``, ``{{ labels.env | default("prod") }}``) in Jinja2's
+    sandbox; a label that is missing or empty, or anything the sandbox refuses, is a :class:`PayloadError`."""
+    ctx = {k: ({lk: lv for lk, lv in v.items() if lv not in (None, "")} if isinstance(v, dict) else v)
+           for k, v in alert.context().items()}
+    try:
+        return _TEMPLATES.from_string(template).render(**ctx)
+    except (UndefinedError, SecurityError) as e:
+        raise PayloadError(f"template {template!r}: {e.message or type(e).__name__} in this alert") from None
+    except TemplateError as e:
+        raise PayloadError(f"template {template!r}: {type(e).__name__}: {e.message}") from None
+
+
+def check_template(template: str, where: str) -> None:
+    """A :class:`ConfigError` naming ``where`` when ``template`` is not valid Jinja2 (caught when routes load)."""
+    try:
+        _TEMPLATES.parse(template)
+    except TemplateSyntaxError as e:
+        raise ConfigError(f"{where}: template {template!r} is not valid: {e.message}") from None
 
 
 def load_routes(path: str | Path | None = None) -> list[Route]:
@@ -205,6 +219,9 @@ def load_routes(path: str | Path | None = None) -> list[Route]:
                     re.compile(v[1:])
                 except re.error as e:
                     raise ConfigError(f"{p.name}: routes.{i}.match: bad regular expression {v!r}: {e}") from None
+        for where, template in [("incident", r.incident), *((f"parameters.{k}", v) for k, v in r.parameters.items()
+                                                            if isinstance(v, str))]:
+            check_template(template, f"{p.name}: routes.{i}.{where}")
         routes.append(Route(r.name or f"route-{i}", dict(r.match), r.notebook, r.environment, dict(r.parameters),
                             r.incident))
     return routes
@@ -229,10 +246,10 @@ def check_routes(routes: list[Route]) -> list[str]:
             resolve_environment_path(r.environment)
         except RunbookError as e:
             problems.append(f"route {r.name}: {e}")
-        for text in [r.incident, *[str(v) for v in r.parameters.values()]]:
-            for m in _TEMPLATE.finditer(text):
-                if m.group(1) not in ("labels", "annotations", "fingerprint", "source", "status"):
-                    problems.append(f"route {r.name}: unknown template {m.group(0)}")
+        for text in [r.incident, *[v for v in r.parameters.values() if isinstance(v, str)]]:
+            for name in sorted(jinja_meta.find_undeclared_variables(_TEMPLATES.parse(text)) - TEMPLATE_NAMES):
+                problems.append(f"route {r.name}: template {text!r} uses {name!r}; alerts have "
+                                f"{', '.join(sorted(TEMPLATE_NAMES))}")
     return problems
 
 

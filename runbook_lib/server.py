@@ -161,36 +161,51 @@ class Spool:
 
 
 class Metrics:
-    """Counters and run latencies for /metrics (Prometheus text format)."""
+    """The receiver's metrics through ``prometheus_client``, in a registry of its own: alert and run counters,
+    the queue's depth, run latency as a histogram (bounded memory, whatever the number of runs), and the process's
+    CPU, memory and file descriptors."""
+
+    LATENCY_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received = self.accepted = self.deduplicated = self.unrouted = self.rejected = 0
-        self.succeeded = self.failed = 0
-        self.latencies: list[float] = []
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, \
+            ProcessCollector
 
-    def render(self, spool: Spool) -> str:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.received = Counter("runbook_alerts_received", "alerts in accepted payloads", registry=r)
+        self.accepted = Counter("runbook_alerts_accepted", "alerts routed and queued as a run", registry=r)
+        self.deduplicated = Counter("runbook_alerts_deduplicated", "alerts already queued or run", registry=r)
+        self.unrouted = Counter("runbook_alerts_unrouted", "alerts no route matched", registry=r)
+        self.rejected = Counter("runbook_requests_rejected", "requests refused (auth, size, malformed)", registry=r)
+        self.succeeded = Counter("runbook_runs_succeeded", "runs that completed (whatever they found)", registry=r)
+        self.failed = Counter("runbook_runs_failed", "runs whose notebook or executor failed", registry=r)
+        self.queued = Gauge("runbook_runs_queued", "runs waiting in the spool", registry=r)
+        self.running = Gauge("runbook_runs_running", "runs executing now", registry=r)
+        self.latency = Histogram("runbook_run_latency_seconds", "alert received to record sealed",
+                                 buckets=self.LATENCY_BUCKETS, registry=r)
+
+    def alerts(self, received: int, accepted: int, deduplicated: int, unrouted: int) -> None:
+        """Count one accepted payload's alerts."""
+        self.received.inc(received)
+        self.accepted.inc(accepted)
+        self.deduplicated.inc(deduplicated)
+        self.unrouted.inc(unrouted)
+
+    def run_finished(self, ok: bool, latency_s: float) -> None:
+        (self.succeeded if ok else self.failed).inc()
+        self.latency.observe(max(0.0, latency_s))
+
+    def render(self, spool: Spool) -> tuple[bytes, str]:
+        """The exposition (and its content type), with the spool's depth read now."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
         c = spool.counts()
-        with self.lock:
-            lat = sorted(self.latencies)
-            def q(p: float) -> float:
-                return lat[min(int(p * len(lat)), len(lat) - 1)] if lat else 0.0
-            lines = [
-                "# TYPE runbook_alerts_received_total counter", f"runbook_alerts_received_total {self.received}",
-                "# TYPE runbook_alerts_deduplicated_total counter",
-                f"runbook_alerts_deduplicated_total {self.deduplicated}",
-                "# TYPE runbook_alerts_unrouted_total counter", f"runbook_alerts_unrouted_total {self.unrouted}",
-                "# TYPE runbook_requests_rejected_total counter", f"runbook_requests_rejected_total {self.rejected}",
-                "# TYPE runbook_runs_queued gauge", f"runbook_runs_queued {c['queued']}",
-                "# TYPE runbook_runs_running gauge", f"runbook_runs_running {c['running']}",
-                "# TYPE runbook_runs_succeeded_total counter", f"runbook_runs_succeeded_total {self.succeeded}",
-                "# TYPE runbook_runs_failed_total counter", f"runbook_runs_failed_total {self.failed}",
-                "# TYPE runbook_run_latency_seconds summary",
-                f'runbook_run_latency_seconds{{quantile="0.5"}} {q(0.5):.3f}',
-                f'runbook_run_latency_seconds{{quantile="0.95"}} {q(0.95):.3f}',
-                f"runbook_run_latency_seconds_sum {sum(lat):.3f}", f"runbook_run_latency_seconds_count {len(lat)}",
-            ]
-        return "\n".join(lines) + "\n"
+        self.queued.set(c["queued"])
+        self.running.set(c["running"])
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 def _die_with_parent() -> None:
@@ -269,12 +284,8 @@ class Executors:
                 self._retire(proc)
                 proc = None
             self.spool.finish(path, job, result)
-            with self.metrics.lock:
-                if result.get("status") == "ok":
-                    self.metrics.succeeded += 1
-                else:
-                    self.metrics.failed += 1
-                self.metrics.latencies.append(time.time() - float(job.get("received_at", time.time())))
+            self.metrics.run_finished(result.get("status") == "ok",
+                                      time.time() - float(job.get("received_at", time.time())))
         if proc is not None:
             self._retire(proc)
 
@@ -339,12 +350,11 @@ def build_app(*, spool: Spool, metrics: Metrics, routes: list[alerts.Route], tok
     """The Starlette application: POST /alerts, GET /healthz, GET /metrics."""
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     def reject(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
-        with metrics.lock:
-            metrics.rejected += 1
+        metrics.rejected.inc()
         headers = {"Retry-After": str(retry_after)} if retry_after else None
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -375,11 +385,7 @@ def build_app(*, spool: Spool, metrics: Metrics, routes: list[alerts.Route], tok
             return reject(413, f"payload holds {len(parsed)} alerts; at most {max_alerts} are taken at once")
         # routing and the fsynced spool writes run in a worker thread: the event loop keeps answering /healthz
         accepted, duplicates, unrouted = await run_in_threadpool(_accept_all, parsed, received_at)
-        with metrics.lock:
-            metrics.received += len(parsed)
-            metrics.accepted += len(accepted)
-            metrics.deduplicated += len(duplicates)
-            metrics.unrouted += len(unrouted)
+        metrics.alerts(len(parsed), len(accepted), len(duplicates), len(unrouted))
         return JSONResponse({"accepted": accepted, "duplicates": duplicates, "unrouted": unrouted}, status_code=202)
 
     def _accept_all(parsed: list[alerts.Alert], received_at: float) -> tuple[list[Any], list[Any], list[Any]]:
@@ -400,8 +406,9 @@ def build_app(*, spool: Spool, metrics: Metrics, routes: list[alerts.Route], tok
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", **spool.counts()})
 
-    async def metrics_view(request: Request) -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(spool), media_type="text/plain; version=0.0.4")
+    async def metrics_view(request: Request) -> Response:
+        body, content_type = metrics.render(spool)
+        return Response(body, media_type=content_type)
 
     return Starlette(routes=[Route("/alerts", receive, methods=["POST"]), Route("/healthz", healthz),
                              Route("/metrics", metrics_view)])

@@ -76,6 +76,26 @@ def test_routing_templates_and_check_alerts(tmp_path):
     assert run_cli("check-alerts").returncode == 0
 
 
+def test_route_templates_are_jinja2_in_a_sandbox_with_filters_and_strict_names(tmp_path):
+    alert = alerts.parse_payload(am("z1", alertname="QueueBacklog", queue="Emails", env=""))[0]
+    assert alerts.render("q-{{ labels.queue | lower }}-{{ labels.region | default('eu') }}", alert) == "q-emails-eu"
+    with pytest.raises(alerts.PayloadError, match="labels.env"):  # an empty label is missing, not ""
+        alerts.render("{{ labels.env }}", alert)
+    for escape in ("{{ labels.__class__.__mro__ }}", "{{ ''.__class__.__subclasses__() }}",
+                   "{{ cycler.__init__.__globals__ }}"):
+        with pytest.raises(alerts.PayloadError):
+            alerts.render(escape, alert)
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {name: a, match: {alertname: QueueBacklog}, notebook: queue_backlog,\n"
+                      "     incident: 'q-{{ labels.queue '}\n")
+    proc = run_cli("check-alerts", "--routes", str(routes))
+    assert proc.returncode == 2 and "routes.0.incident: template" in proc.stderr and "not valid" in proc.stderr
+    routes.write_text("routes:\n  - {name: a, match: {alertname: QueueBacklog}, notebook: queue_backlog,\n"
+                      "     incident: 'q-{{ label.queue }}'}\n")
+    proc = run_cli("check-alerts", "--routes", str(routes))
+    assert proc.returncode == 2 and "uses 'label'" in proc.stderr
+
+
 def test_from_alert_runs_queue_backlog_for_the_queue_in_the_labels(tmp_path):
     rd = start_redis()
     staged = stage_queue_backlog(rd.url, backlog=40, stalled=2)
@@ -454,3 +474,32 @@ def test_serve_refuses_short_tokens(tmp_path):
     proc = run_cli("serve", "--port", "1", "--archive", str(tmp_path), env={"RUNBOOK_WEBHOOK_TOKEN": "short",
                                                                            "RUNBOOK_WEBHOOK_SECRET": ""})
     assert proc.returncode == 2 and "RUNBOOK_WEBHOOK_TOKEN has 5 characters; use at least 32" in proc.stderr
+
+
+def test_metrics_are_prometheus_client_histograms_with_process_metrics_and_bounded(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from runbook_lib.server import Metrics, Spool
+
+    metrics, spool = Metrics(), Spool(tmp_path / "spool", 300)
+
+    def families() -> dict:
+        body, content_type = metrics.render(spool)
+        assert content_type.startswith("text/plain; version=")
+        return {f.name: f for f in text_string_to_metric_families(body.decode())}
+
+    metrics.alerts(5, 3, 1, 1)
+    for i in range(10):
+        metrics.run_finished(i % 5 != 0, 4.0)
+    small = sum(len(f.samples) for f in families().values())
+    for _ in range(10_000):
+        metrics.run_finished(True, 42.0)
+    got = families()
+    assert sum(len(f.samples) for f in got.values()) == small  # the same series however many runs
+    latency = {s.labels.get("le"): s.value for s in got["runbook_run_latency_seconds"].samples
+               if s.name.endswith("_bucket")}
+    assert latency["5.0"] == 10 and latency["60.0"] == 10_010 and latency["+Inf"] == 10_010
+    assert got["runbook_runs_succeeded"].samples[0].value == 10_008
+    assert got["runbook_runs_failed"].samples[0].value == 2
+    assert got["runbook_alerts_deduplicated"].samples[0].value == 1
+    assert got["process_resident_memory_bytes"].samples[0].value > 0 and "runbook_runs_queued" in got
