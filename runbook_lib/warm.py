@@ -14,6 +14,7 @@ from typing import Any
 
 
 def main(argv: list[str]) -> int:
+    import importlib
     import logging
 
     archive_dir = argv[0] if argv else None
@@ -22,7 +23,7 @@ def main(argv: list[str]) -> int:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     from . import runner
 
-    import papermill  # noqa: F401  (imported once, before the first job)
+    importlib.import_module("papermill")  # imported once, before the first job
 
     runner.report_exporter()  # the report template, loaded once
     import signal
