@@ -347,10 +347,6 @@ def list_records(root: Path, incident_id: str | None = None) -> list[Path]:
     return out
 
 
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------- reading records
 
 @dataclass

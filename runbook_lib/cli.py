@@ -608,20 +608,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries() -> None:
-    """papermill/nbclient log cell errors and timeouts themselves; the run's outcome is reported once, by us."""
-    import logging
-
-    for name in ("papermill", "nbclient", "traitlets", "NotebookClient", "jupyter_client"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``runbook`` command. Files it creates are private to the user (0600, directories 0700)
     unless ``RUNBOOK_UMASK`` says otherwise (e.g. 027 to share records with a group)."""
     args = build_parser().parse_args(argv)
     os.umask(int(os.environ.get("RUNBOOK_UMASK", "077"), 8))
-    _quiet_libraries()
+    from .runner import quiet_libraries
+
+    quiet_libraries()
     try:
         return int(args.func(args))
     except RunbookError as e:

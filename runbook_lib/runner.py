@@ -61,6 +61,15 @@ def notebook_path(name: str) -> Path:
     return path
 
 
+def quiet_libraries() -> None:
+    """papermill/nbclient log cell errors and timeouts themselves; a run's outcome is reported once, by us (the CLI
+    and the alert executors alike)."""
+    import logging
+
+    for name in ("papermill", "nbclient", "traitlets", "NotebookClient", "jupyter_client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def list_notebooks() -> list[str]:
     """Names of the runnable notebooks."""
     return sorted(p.stem for p in project_dir("notebooks").glob("*.ipynb"))

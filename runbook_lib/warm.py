@@ -15,13 +15,12 @@ from typing import Any
 
 def main(argv: list[str]) -> int:
     import importlib
-    import logging
 
     archive_dir = argv[0] if argv else None
     max_jobs = int(argv[1]) if len(argv) > 1 else 100  # then exit, so memory never creeps
-    for name in ("papermill", "nbclient", "traitlets", "jupyter_client"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
     from . import runner
+
+    runner.quiet_libraries()
 
     importlib.import_module("papermill")  # imported once, before the first job
 

@@ -43,8 +43,3 @@ class SourceError:
 
 
 Evidence = Union["pd.DataFrame", SourceError]
-
-
-def is_error(value: object) -> bool:
-    """True when a source returned a :class:`SourceError` instead of evidence."""
-    return isinstance(value, SourceError)
