@@ -85,11 +85,11 @@ def _show_result(result: Any, as_json: bool) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run_notebook
+    from .runner import prepare, run_notebook
 
-    result = run_notebook(args.notebook, args.incident, environment=args.env, env_file=args.env_file,
-                          parameters=_parameters(args), archive_dir=args.archive, cell_timeout=args.cell_timeout,
-                          progress=sys.stderr.isatty())
+    result = run_notebook(prepare(args.notebook, args.incident, environment=args.env, env_file=args.env_file,
+                                  parameters=_parameters(args), archive_dir=args.archive,
+                                  cell_timeout=args.cell_timeout, progress=sys.stderr.isatty()))
     _show_result(result, args.json)
     if result.status != "ok":
         print(f"runbook: run failed: {result.reason} (record: {result.record})", file=sys.stderr)
@@ -277,7 +277,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     import time as _time
 
     from . import archive, timeline
-    from .runner import run_notebook
+    from .runner import prepare, run_notebook
 
     every, limit = _duration(args.every), _duration(args.timeout)
     deadline = _time.monotonic() + limit
@@ -286,8 +286,8 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     round_no = 0
     while True:
         round_no += 1
-        result = run_notebook(args.notebook, args.incident, environment=args.env, env_file=args.env_file,
-                              parameters=params, archive_dir=args.archive)
+        result = run_notebook(prepare(args.notebook, args.incident, environment=args.env, env_file=args.env_file,
+                                      parameters=params, archive_dir=args.archive))
         current = archive.load_record(result.record)
         print(f"round {round_no}: {current.run_id} status {result.status}, worst {current.run.get('worst_severity')}")
         if previous is not None:
@@ -415,7 +415,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_from_alert(args: argparse.Namespace) -> int:
     from . import alerts
-    from .runner import run_notebook
+    from .runner import prepare, run_notebook
 
     try:
         body = Path(args.payload).read_bytes() if args.payload != "-" else sys.stdin.buffer.read()
@@ -428,9 +428,9 @@ def _cmd_from_alert(args: argparse.Namespace) -> int:
         if job is None:
             print(f"no route for alert {alert.fingerprint} ({alert.labels.get('alertname', '?')})")
             continue
-        result = run_notebook(job.notebook, job.incident_id, environment=job.environment,
-                              parameters={k: v if isinstance(v, str) else str(v) for k, v in job.parameters.items()},
-                              archive_dir=args.archive, extra_run={"alert": {**_alert_dict(alert), "route": job.route}})
+        result = run_notebook(prepare(job.notebook, job.incident_id, environment=job.environment,
+                                      parameters=job.parameters, archive_dir=args.archive,
+                                      run_fields={"alert": {**_alert_dict(alert), "route": job.route}}))
         print(f"{alert.status} alert {alert.fingerprint} -> {job.notebook} for {job.incident_id}: {result.status}")
         print(f"record: {result.record}")
         failed += result.status != "ok"

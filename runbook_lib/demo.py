@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import archive, sandbox, site, timeline
-from .runner import RunResult, run_notebook
+from .runner import RunResult, prepare, run_notebook
 from .sandbox_queues import stage_queue_backlog
 from .sandbox_services import stage_auth_incident
 
@@ -63,12 +63,13 @@ def run_demo(archive_dir: str | None, incident: str | None, sample_seconds: floa
             os.environ.update(services.secrets)
             env_file = str(services.env_file)
             say(f"running triage for incident {incident} (what is wrong, what to run next) ...")
-            outcome.results.append(run_notebook("triage", incident, env_file=env_file, archive_dir=archive_dir))
+            outcome.results.append(run_notebook(prepare("triage", incident, env_file=env_file,
+                                                        archive_dir=archive_dir)))
             for nb in outcome.recommended:
                 say(f"running {nb}, as triage recommends ...")
                 params = {p: str(sample_seconds) for p in SAMPLED.get(nb, ())}
-                outcome.results.append(run_notebook(nb, incident, env_file=env_file, parameters=params,
-                                                    archive_dir=archive_dir))
+                outcome.results.append(run_notebook(prepare(nb, incident, env_file=env_file, parameters=params,
+                                                            archive_dir=archive_dir)))
         finally:
             for s in reversed(staged):
                 s.stop()  # type: ignore[attr-defined]

@@ -99,6 +99,20 @@ def notebook_parameters(path: Path) -> dict[str, Parameter]:
     return out
 
 
+def _typed_value(key: str, value: Any, kind: str) -> Any:
+    """A value that arrived typed (a YAML parameters file, an alert route, a spooled job) checked against the
+    declared type: an int is a valid float, a number is a valid str (as its text)."""
+    if kind == "NoneType":  # no default type to hold it to
+        return value
+    if kind == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if type(value).__name__ == kind:
+        return value
+    raise RunbookError(f"parameter {key}={value!r} is not a valid {kind}")
+
+
 def coerce_parameters(declared: dict[str, Parameter], raw: dict[str, Any]) -> dict[str, Any]:
     """Convert ``key=value`` strings to each parameter's declared type; unknown names are an error."""
     import yaml
@@ -109,7 +123,7 @@ def coerce_parameters(declared: dict[str, Parameter], raw: dict[str, Any]) -> di
             raise RunbookError(f"unknown parameter {key!r} (this notebook takes: {', '.join(declared)})")
         kind = declared[key].type
         if not isinstance(value, str):
-            out[key] = value
+            out[key] = _typed_value(key, value, kind)
             continue
         try:
             if kind == "str" or kind == "NoneType":
@@ -242,9 +256,30 @@ def render_html(nb_path: Path, out_path: Path, title: str) -> None:
     os.replace(tmp, out_path)
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """One run, validated before anything starts: the notebook, the incident, the final parameters (window
+    resolved to UTC), the environment, where the record goes. :func:`run_notebook` executes it."""
+
+    notebook: Path
+    incident_id: str
+    parameters: dict[str, Any]
+    environment: Environment
+    archive_root: Path
+    remote: str = ""                                   # an s3:// archive the record is uploaded to
+    cell_timeout: int = 300
+    run_fields: dict[str, Any] = field(default_factory=dict)  # more for run.json (the alert behind the run)
+    progress: bool = False                             # a line on stderr as each section starts
+
+    @property
+    def name(self) -> str:
+        return self.notebook.stem
+
+
 def prepare(notebook: str, incident_id: str, *, environment: str | None = None, env_file: str | None = None,
-            parameters: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
-    """Validate everything about a run before it starts; return (notebook path, final parameters)."""
+            parameters: dict[str, Any] | None = None, archive_dir: str | os.PathLike[str] | None = None,
+            cell_timeout: int = 300, run_fields: dict[str, Any] | None = None, progress: bool = False) -> RunPlan:
+    """Validate everything about a run before it starts (a one-line RunbookError otherwise) and return its plan."""
     archive.validate_incident_id(incident_id)
     path = notebook_path(notebook)
     declared = notebook_parameters(path)
@@ -273,7 +308,9 @@ def prepare(notebook: str, incident_id: str, *, environment: str | None = None, 
     if "thresholds" in params:
         Thresholds.from_mapping(env.thresholds, params["thresholds"])
     require_sources(path, env)
-    return path, params
+    root, remote = _local_root(archive_dir)
+    archive.ensure_writable(root, incident_id)
+    return RunPlan(path, incident_id, params, env, root, remote, cell_timeout, dict(run_fields or {}), progress)
 
 
 def notebook_requires(path: Path) -> list[str]:
@@ -345,35 +382,30 @@ def _local_root(archive_dir: str | os.PathLike[str] | None) -> tuple[Path, str]:
     return archive.archive_root(archive_dir), ""
 
 
-def run_notebook(notebook: str, incident_id: str, *, environment: str | None = None, env_file: str | None = None,
-                 parameters: dict[str, Any] | None = None, archive_dir: str | os.PathLike[str] | None = None,
-                 cell_timeout: int = 300, kernel: WarmKernel | None = None,
-                 extra_run: dict[str, Any] | None = None, progress: bool = False) -> RunResult:
-    """Execute ``notebook`` for an incident and archive the record. Raises RunbookError only before it starts.
+def run_notebook(plan: RunPlan, *, kernel: WarmKernel | None = None) -> RunResult:
+    """Execute a planned run and archive its record: plan -> kernel -> execute -> seal -> upload, like papermill's
+    ``execute_notebook``. Once it starts it always leaves a record (``failed`` when the notebook did not finish).
 
-    ``kernel``: a pre-started kernel to use (and stop) instead of starting one. ``extra_run``: more fields for
-    run.json (the alert that triggered the run). ``progress``: one line on stderr as each section starts. An ``s3://bucket/prefix`` archive is uploaded through
-    papermill's own I/O, run.json last.
+    ``kernel``: a kernel started before the run was known (the alert executors') instead of a new one.
     """
-    archive.validate_incident_id(incident_id)
-    path = notebook_path(notebook)
-    root, remote = _local_root(archive_dir)
-    archive.ensure_writable(root, incident_id)
-    staging_path = archive.plan_staging(root, incident_id, path.stem)
-    if kernel is None:
-        ensure_kernelspec()
-        findings_path = staging_path / "findings.json"
-        km = start_kernel(kernel_env(findings_path, root))
-    else:
-        km, findings_path = kernel.km, kernel.findings_path
+    staging = archive.plan_staging(plan.archive_root, plan.incident_id, plan.name)
+    km, findings_source = _kernel_for(plan, staging, kernel)
     try:
-        result = _run_with_kernel(km, path, incident_id, root, staging_path, environment, env_file, parameters,
-                                  cell_timeout, findings_path, extra_run or {}, progress)
+        result = _execute_and_seal(plan, km, staging, findings_source)
     finally:
         stop_kernel(km)
-    if remote:
-        result.remote = upload_record(result.record, remote)
+    if plan.remote:
+        result.remote = upload_record(result.record, plan.remote)
     return result
+
+
+def _kernel_for(plan: RunPlan, staging: Path, kernel: WarmKernel | None) -> tuple[Any, Path]:
+    """(kernel manager, where its report writes findings): the warm kernel given, else one started now."""
+    if kernel is not None:
+        return kernel.km, kernel.findings_path
+    ensure_kernelspec()
+    findings = staging / "findings.json"
+    return start_kernel(kernel_env(findings, plan.archive_root)), findings
 
 
 def upload_record(record: Path, remote: str) -> str:
@@ -388,67 +420,65 @@ def upload_record(record: Path, remote: str) -> str:
     return target
 
 
-def _run_with_kernel(km: Any, path: Path, incident_id: str, root: Path, staging_path: Path,
-                     environment: str | None, env_file: str | None, parameters: dict[str, Any] | None,
-                     cell_timeout: int, findings_source: Path, extra_run: dict[str, Any],
-                     progress: bool = False) -> RunResult:
-    _, params = prepare(path.stem, incident_id, environment=environment, env_file=env_file, parameters=parameters)
-    env = load_environment(params["environment"]) if params.get("environment") else None
-    secret_values = env.secret_values() if env else []
-    archive.recover_interrupted(root)
-    stage = archive.begin(root, incident_id, path.stem, {
-        "parameters": json.loads(redact(json.dumps(params))),
-        "environment": params.get("environment"),
+def _execute_and_seal(plan: RunPlan, km: Any, staging_path: Path, findings_source: Path) -> RunResult:
+    secret_values = plan.environment.secret_values()
+    archive.recover_interrupted(plan.archive_root)
+    stage = archive.begin(plan.archive_root, plan.incident_id, plan.name, {
+        "parameters": json.loads(redact(json.dumps(plan.parameters))),
+        "environment": plan.parameters.get("environment"),
         "kernel": KERNEL_NAME,
         "versions": _versions(),
         "host": socket.gethostname(),
         "command": "runbook run",
         "mode": "papermill",
         "findings_source": str(findings_source),
-        **extra_run,
+        **plan.run_fields,
     }, path=staging_path)
     out_nb = stage.file("notebook.ipynb")
-    findings_path = stage.file("findings.json")
     if not findings_source.exists():
         findings_source.parent.mkdir(parents=True, exist_ok=True)
         findings_source.write_text("[]")
-    status, reason = "ok", ""
-    interrupted: BaseException | None = None
     warmup = _RendererWarmup()
+    status, reason, interrupted = _execute(plan, km, out_nb)
+    stop_kernel(km)
+    reason = redact(reason, secret_values)[:500]
+    findings = load_findings(findings_source)
+    if status == "failed":
+        findings.append(Finding("runner", "execution", Severity.ERROR, f"The {plan.name} notebook did not finish",
+                                detail=reason, action="Open notebook.ipynb in this record to see the failing cell; "
+                                "fix the cause and re-run"))
+    if findings_source != stage.file("findings.json"):
+        shutil.rmtree(findings_source.parent, ignore_errors=True)
+    if not out_nb.exists():
+        shutil.copyfile(plan.notebook, out_nb)
+    warmup.wait()
+    result = seal(stage, findings, status, reason, secret_values)
+    if interrupted is not None:
+        raise interrupted
+    return result
+
+
+def _execute(plan: RunPlan, km: Any, out_nb: Path) -> tuple[str, str, BaseException | None]:
+    """papermill on the plan's notebook with the given kernel: (status, reason, a Ctrl-C to re-raise after
+    sealing). Nothing that goes wrong here escapes: a failed run is still a record."""
     try:
         import papermill
         from papermill.exceptions import PapermillExecutionError
 
         try:
             papermill.execute_notebook(
-                str(path), str(out_nb), parameters=params, kernel_name=KERNEL_NAME, progress_bar=False,
-                log_output=False, request_save_on_cell_execute=True, execution_timeout=cell_timeout,
-                cwd=str(path.parent), km=km, **({"on_cell_start": section_progress(path)} if progress else {}),
+                str(plan.notebook), str(out_nb), parameters=plan.parameters, kernel_name=KERNEL_NAME,
+                progress_bar=False, log_output=False, request_save_on_cell_execute=True,
+                execution_timeout=plan.cell_timeout, cwd=str(plan.notebook.parent), km=km,
+                **({"on_cell_start": section_progress(plan.notebook)} if plan.progress else {}),
             )
         except PapermillExecutionError as e:
-            status = "failed"
-            reason = f"cell {e.exec_count} raised {e.ename}: {' '.join(str(e.evalue).split())}"
+            return "failed", f"cell {e.exec_count} raised {e.ename}: {' '.join(str(e.evalue).split())}", None
     except KeyboardInterrupt as e:
-        status, reason, interrupted = "failed", "interrupted by the user (Ctrl-C)", e
+        return "failed", "interrupted by the user (Ctrl-C)", e
     except Exception as e:  # kernel died, cell timeout, papermill I/O: still archive what we have
-        status = "failed"
-        reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'}"
-    stop_kernel(km)
-    reason = redact(reason, secret_values)[:500]
-    findings = load_findings(findings_source)
-    if status == "failed":
-        findings.append(Finding("runner", "execution", Severity.ERROR, f"The {path.stem} notebook did not finish",
-                                detail=reason, action="Open notebook.ipynb in this record to see the failing cell; "
-                                "fix the cause and re-run"))
-    if findings_source != findings_path:
-        shutil.rmtree(findings_source.parent, ignore_errors=True)
-    if not out_nb.exists():
-        shutil.copyfile(path, out_nb)
-    warmup.wait()
-    result = seal(stage, findings, status, reason, secret_values)
-    if interrupted is not None:
-        raise interrupted
-    return result
+        return "failed", f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'}", None
+    return "ok", "", None
 
 
 def seal(stage: archive.Staging, findings: list[Finding], status: str, reason: str,

@@ -52,11 +52,10 @@ def _run(job: dict[str, Any], kernel: Any, archive_dir: str | None) -> dict[str,
     from .redact import redact
 
     try:
-        res = runner.run_notebook(job["notebook"], job["incident_id"], environment=job.get("environment") or "local",
-                                  parameters={k: v if isinstance(v, str) else json.dumps(v)
-                                              for k, v in (job.get("parameters") or {}).items()},
-                                  archive_dir=job.get("archive") or archive_dir, kernel=kernel,
-                                  extra_run=job.get("extra_run") or {})
+        plan = runner.prepare(job["notebook"], job["incident_id"], environment=job.get("environment") or "local",
+                              parameters=job.get("parameters") or {}, archive_dir=job.get("archive") or archive_dir,
+                              run_fields=job.get("extra_run") or {})
+        res = runner.run_notebook(plan, kernel=kernel)
         return {"status": res.status, "record": str(res.record), "reason": res.reason, "remote": res.remote}
     except RunbookError as e:
         runner.discard_warm(kernel)

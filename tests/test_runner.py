@@ -162,7 +162,7 @@ def test_runner_killed_mid_run_leaves_a_record_marked_failed(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["run", "nope", "--incident", "I1"], "unknown notebook 'nope'"),
     (["run", "database_pressure", "--incident", "../etc"], "not a safe name"),
-    (["run", "database_pressure", "--incident", "I1", "-p", "sample_seconds"], "expected key=value"),
+    (["run", "database_pressure", "--incident", "I1", "-p", "sample_seconds"], "expected KEY=VALUE or KEY VALUE"),
     (["run", "database_pressure", "--incident", "I1", "-p", "sample_seconds=fast"], "not a valid float"),
     (["run", "database_pressure", "--incident", "I1", "-p", "colour=red"], "unknown parameter 'colour'"),
     (["run", "database_pressure", "--incident", "I1", "-p", "window_start=yesterday"], "not ISO 8601"),
