@@ -383,7 +383,17 @@ def _record_json(r: Any) -> dict[str, Any]:
             r.run.get("mode", "papermill"), "path": str(r.path)}
 
 
+def _require_extra(extra: str, *modules: str) -> None:
+    """A one-line error naming the extra to install when a command's optional dependencies are missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RunbookError(f"this command needs {', '.join(missing)}: pip install 'runbook-notebooks[{extra}]'")
+
+
 def _cmd_lab(args: argparse.Namespace) -> int:
+    _require_extra("lab", "jupyterlab", "ipywidgets")
     from .kernel import ensure_kernelspec
     from .lab import open_workspace, server_command, server_environment
 
@@ -400,6 +410,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    _require_extra("serve", "starlette", "uvicorn", "prometheus_client")
     from .archive import archive_root
     from .server import serve
 

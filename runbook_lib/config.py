@@ -6,6 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,15 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def project_dir(kind: str) -> Path:
-    """Directory of ``params`` or ``notebooks``: ``$RUNBOOK_<KIND>_DIR``, else next to the package, else cwd."""
+    """Directory of ``params`` or ``notebooks``: ``$RUNBOOK_<KIND>_DIR``; else a checkout's (next to the package);
+    else ``./<kind>`` when there is one; else the copies the installed package ships."""
     override = os.environ.get(f"RUNBOOK_{kind.upper()}_DIR")
     if override:
         return Path(override).resolve()
-    beside = _REPO_ROOT / kind
-    if beside.is_dir():
-        return beside
-    return (Path.cwd() / kind).resolve()
+    for candidate in (_REPO_ROOT / kind, Path.cwd() / kind):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return Path(str(resources.files("runbook_lib") / kind))
 
 
 @dataclass(frozen=True)

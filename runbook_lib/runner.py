@@ -375,8 +375,11 @@ def _local_root(archive_dir: str | os.PathLike[str] | None) -> tuple[Path, str]:
     text = str(archive_dir or os.environ.get(archive.ARCHIVE_ENV) or "")
     if text.startswith("s3://"):
         import hashlib
+        import importlib.util
         import tempfile
 
+        if importlib.util.find_spec("boto3") is None:  # checked before the run, not when its upload fails
+            raise RunbookError("an s3:// archive needs boto3: pip install 'runbook-notebooks[s3]'")
         mirror = Path(tempfile.gettempdir()) / "runbook-s3-mirror" / hashlib.sha256(text.encode()).hexdigest()[:12]
         return mirror, text.rstrip("/")
     return archive.archive_root(archive_dir), ""
