@@ -394,6 +394,11 @@ def _require_extra(extra: str, *modules: str) -> None:
 
 def _cmd_lab(args: argparse.Namespace) -> int:
     _require_extra("lab", "jupyterlab", "ipywidgets")
+    chosen = [a for a in args.lab_args if a.split("=")[0] in ("--ServerApp.root_dir", "--notebook-dir",
+                                                               "--ServerApp.notebook_dir")]
+    if chosen:
+        raise RunbookError(f"{chosen[0].split('=')[0]}: runbook lab opens the incident's working copies; set "
+                           "RUNBOOK_LAB_DIR to keep them elsewhere")
     from .kernel import ensure_kernelspec
     from .lab import open_workspace, server_command, server_environment
 

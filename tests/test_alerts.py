@@ -106,7 +106,8 @@ def test_from_alert_runs_queue_backlog_for_the_queue_in_the_labels(tmp_path):
     finally:
         staged.stop()
         rd.stop()
-    assert proc.returncode == 0, proc.stderr
+    reasons = [r.run.get("reason") for r in archive.records(tmp_path / "arch")]
+    assert proc.returncode == 0, (proc.stdout, proc.stderr, reasons)
     [rec] = archive.records(tmp_path / "arch", "queue-emails-6d2c4f0e1b5e7a3c")
     assert rec.notebook == "queue_backlog" and rec.run["parameters"]["queue"] == "emails"
     assert rec.run["alert"]["fingerprint"] == "6d2c4f0e1b5e7a3c" and rec.run["alert"]["route"] == "queue-backlog"

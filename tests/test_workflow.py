@@ -157,12 +157,14 @@ def test_archive_site_opens_in_headless_chromium_and_its_links_lead_to_the_repor
     assert shot.stat().st_size > 10_000
 
 
-def test_runbook_lab_serves_the_notebooks_with_the_runbook_kernel(tmp_path):
+def test_runbook_lab_serves_the_incidents_working_copies_with_the_runbook_kernel(tmp_path):
     port, token = free_port(), "test-token-123"
-    lab = subprocess.Popen([*RUNBOOK, "lab", "--", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-                            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={Path.cwd() / 'notebooks'}",
-                            f"--ServerApp.runtime_dir={tmp_path}"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HOME": str(tmp_path)})
+    refused = run_cli("lab", "--incident", "LAB-1", "--", f"--ServerApp.root_dir={Path.cwd() / 'notebooks'}")
+    assert refused.returncode == 2 and "opens the incident's working copies" in refused.stderr
+    lab = subprocess.Popen([*RUNBOOK, "lab", "--incident", "LAB-1", "--", "--no-browser", f"--port={port}",
+                            "--ip=127.0.0.1", f"--IdentityProvider.token={token}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, "HOME": str(tmp_path), "RUNBOOK_LAB_DIR": str(tmp_path / "lab")})
     try:
         deadline, listing = time.monotonic() + 90, None
         while time.monotonic() < deadline:
@@ -177,6 +179,8 @@ def test_runbook_lab_serves_the_notebooks_with_the_runbook_kernel(tmp_path):
         assert listing is not None, "JupyterLab did not start"
         names = {item["name"] for item in listing["content"]}
         assert {"database_pressure.ipynb", "queue_backlog.ipynb", "triage.ipynb", "retro.ipynb"} <= names
+        copy = (tmp_path / "lab" / "LAB-1" / "database_pressure.ipynb").read_text()
+        assert 'incident_id = \\"LAB-1\\"' in copy  # served from the incident's working copies, parameters filled
         specs = httpx.get(f"http://127.0.0.1:{port}/api/kernelspecs", params={"token": token}, timeout=5).json()
         assert specs["default"] == "runbook" and "runbook" in specs["kernelspecs"]
     finally:
