@@ -481,6 +481,14 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from .completion import bash_script
+    from .runner import list_notebooks
+
+    print(bash_script(build_parser(), list_notebooks()), end="")
+    return EXIT_OK
+
+
 def _cmd_kernel(args: argparse.Namespace) -> int:
     from .kernel import ensure_kernelspec
 
@@ -621,6 +629,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     kernel = sub.add_parser("kernel-install", help="install the 'runbook' Jupyter kernel spec for this Python")
     kernel.set_defaults(func=_cmd_kernel)
+
+    comp = sub.add_parser("completion", help="print shell completion for runbook",
+                          epilog='example: eval "$(runbook completion bash)", or save it as '
+                                 "~/.local/share/bash-completion/completions/runbook")
+    comp.add_argument("shell", choices=["bash"])
+    comp.set_defaults(func=_cmd_completion)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
 
@@ -62,3 +63,18 @@ def test_bad_parameter_input_is_one_line(tmp_path):
         assert proc.returncode == 2 and proc.stdout == "", (args, proc.stdout)
         [line] = proc.stderr.strip().splitlines()
         assert message in line, (args, line)
+
+
+def test_bash_completion_offers_commands_options_and_notebooks(tmp_path):
+    script = run_cli("completion", "bash")
+    assert script.returncode == 0
+    (tmp_path / "runbook.bash").write_text(script.stdout)
+    probe = ('source "$1"; shift\n'
+             't() { COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); _runbook; echo "${COMPREPLY[*]}"; }\n'
+             "t runbook ar; t runbook run da; t runbook run database_pressure --inc; t runbook archive v; "
+             "t runbook archive verify --j; t runbook schema ''; t runbook nosuch --\n")
+    out = subprocess.run(["bash", "-c", probe, "probe", str(tmp_path / "runbook.bash")], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["archive", "database_pressure", "--incident", "verify", "--json",
+                                       "--help alerts env", "--help --version"]
