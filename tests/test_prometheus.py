@@ -161,7 +161,7 @@ def test_missing_series_a_rejected_query_and_an_unreachable_prometheus_are_findi
     _, metrics = stack
     now = _now()
     p = prom.Prometheus(metrics.url, queries={"pg_connections": "sum(", "custom_depth": "sum(app_queue_depth)"})
-    hist = prom.history(p, ["pg_connections", "custom_depth", "http_error_ratio", "redis_clients"],
+    hist = prom.history(p, ["pg_connections", "custom_depth", "http_error_ratio", "redis_clients", "redis_oom_errors"],
                         now - timedelta(minutes=1), now)
     assert hist.attrs["failed"].keys() == {"pg_connections"} and "parse error" in hist.attrs["failed"]["pg_connections"]
     assert set(hist.attrs["missing"]) == {"custom_depth", "http_error_ratio"}
@@ -170,6 +170,7 @@ def test_missing_series_a_rejected_query_and_an_unreachable_prometheus_are_findi
     assert findings["history.custom_depth"].severity is Severity.INFO and "app_queue_depth" in \
         findings["history.custom_depth"].detail
     assert findings["history.redis_clients"].severity is Severity.OK  # it has series, and they are steady
+    assert findings["history.redis_oom_errors"].severity is Severity.OK  # zero, read from a Redis that is up
     assert charts.history(hist).figure is not None
 
     down = prom.history(prom.Prometheus(f"http://127.0.0.1:{free_port()}"), prom.DATABASE, now - timedelta(hours=1), now)

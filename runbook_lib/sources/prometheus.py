@@ -68,8 +68,9 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
     _q("redis_evictions", "sum(rate(redis_evicted_keys_total[1m]))", "Redis evictions per second", "keys/s", 1),
     _q("redis_rejected_connections", "sum(rate(redis_rejected_connections_total[1m]))",
        "Redis rejected connections per second", "conn/s", 0.1),
-    # redis_exporter reports an error kind only once Redis has counted one: zero while Redis itself is scraped
-    _q("redis_oom_errors", 'sum(rate(redis_errors_total{err="OOM"}[1m])) or 0 * max(redis_up)',
+    # redis_exporter reports an error kind only once Redis has counted one: zero while Redis is up (redis_up == 1);
+    # with Redis down there is no series, so no "within baseline" claim rests on a Redis nobody could read
+    _q("redis_oom_errors", 'sum(rate(redis_errors_total{err="OOM"}[1m])) or 0 * max(redis_up == 1)',
        "Redis writes refused (OOM) per second", "/s", 0.1),
     _q("queue_depth", "sum by (key) (redis_key_size)", "Queue depth (lists the exporter checks)", "jobs", 10,
        drains=True),
