@@ -1,109 +1,134 @@
-"""``runbook``: run, list and demo the diagnostic notebooks. Errors are one line on stderr."""
+"""``runbook``: run, record, list and demo the diagnostic notebooks, on click. Errors are one line on stderr.
+
+Exit codes: 0 done, 1 a run or check failed, 2 usage or configuration error, 3 ``--fail-on`` hit, 130 interrupted.
+Commands import what they need when they run, so ``--help`` and shell completion stay fast."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import click
 
 from . import __version__
 from .errors import RunbookError
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
+_PARAMETER_FLAGS = ("-p", "--parameter")
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+_ARCHIVE_HELP = "archive directory (default $RUNBOOK_ARCHIVE, else ./archive)"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"runbook: error: {message} (see runbook --help)\n")
-
-
-class _ParameterAction(argparse.Action):
-    """``-p KEY=VALUE`` or, as papermill takes it, ``-p KEY VALUE``; repeatable, kept in order."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        if len(values) == 1 and "=" in values[0]:
-            key, _, value = values[0].partition("=")
-        elif len(values) == 2 and "=" not in values[0]:
-            key, value = values
+def pair_parameters(args: Sequence[str]) -> list[str]:
+    """Every ``-p KEY=VALUE`` (also ``-pKEY=VALUE``, ``--parameter=KEY=VALUE``) rewritten as papermill's
+    ``-p KEY VALUE``, so the option takes its two values either way. A first token with ``=`` is KEY=VALUE;
+    without, the next token is the value unless it is a long option (``-p KEY --archive X`` lacks a value)."""
+    out: list[str] = []
+    rest = list(args)
+    while rest:
+        token = rest.pop(0)
+        if token == "--":
+            return out + [token] + rest
+        first = _attached_parameter(token)
+        if first is None:
+            out.append(token)
+            continue
+        if first == "":
+            if not rest:
+                raise click.UsageError(f"{token}: expected KEY=VALUE or KEY VALUE")
+            first = rest.pop(0)
+        if "=" in first:
+            key, _, value = first.partition("=")
+        elif rest and not rest[0].startswith("--"):  # a value may start with "-" (-30m), not with "--"
+            key, value = first, rest.pop(0)
         else:
-            parser.error(f"-p {' '.join(values)}: expected KEY=VALUE or KEY VALUE")
+            raise click.UsageError(f"-p {first}: expected KEY=VALUE or KEY VALUE")
         if not key.strip():
-            parser.error(f"-p {' '.join(values)}: the parameter has no name")
-        getattr(namespace, self.dest).append((key.strip(), value))
+            raise click.UsageError(f"-p {first}: the parameter has no name")
+        out += ["-p", key.strip(), value]
+    return out
 
 
-def _add_parameters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-p", "--parameter", dest="p", nargs="+", action=_ParameterAction, default=[],
-                   metavar="KEY[=VALUE]", help="notebook parameter, KEY=VALUE or KEY VALUE (repeatable; wins over -f)")
-    p.add_argument("-f", "--parameters-file", metavar="PARAMS.yaml",
-                   help="a YAML mapping of parameters, typed as written (as papermill's -f)")
+def _attached_parameter(token: str) -> str | None:
+    """What follows a ``-p`` flag inside ``token`` ("" for a bare flag); None when ``token`` is not one."""
+    if token in _PARAMETER_FLAGS:
+        return ""
+    if token.startswith("--parameter="):
+        return token.partition("=")[2]
+    if token.startswith("-p") and not token.startswith("--"):
+        return token[2:]
+    return None
 
 
-def _parameters(args: argparse.Namespace) -> dict[str, Any]:
+class ParameterCommand(click.Command):
+    """A command taking notebook parameters as ``-p KEY VALUE`` or ``-p KEY=VALUE``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            paired = pair_parameters(args)
+        except click.UsageError as e:
+            e.ctx = ctx
+            raise
+        return super().parse_args(ctx, paired)
+
+
+def _notebook_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    from .runner import list_notebooks
+
+    return [n for n in list_notebooks() if n.startswith(incomplete)]
+
+
+def _parameter_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("-f", "--parameters-file", type=click.Path(dir_okay=False), metavar="PARAMS.yaml",
+                     help="a YAML mapping of parameters, typed as written (as papermill's -f)")(f)
+    return click.option("-p", "--parameter", "parameter", type=(str, str), multiple=True, metavar="KEY VALUE",
+                        help="notebook parameter, KEY VALUE or KEY=VALUE (repeatable; wins over -f)")(f)
+
+
+def _environment_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--env-file", type=click.Path(dir_okay=False), help="path to an environment file")(f)
+    return click.option("--env", help="environment name under params/environments/")(f)
+
+
+def _archive_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--archive", help=_ARCHIVE_HELP)(f)
+
+
+def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")(f)
+
+
+def _parameters(parameters_file: str | None, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """``-f`` file's mapping, then each ``-p`` over it (strings, converted to the declared type by the runner)."""
     from .config import read_yaml
 
     out: dict[str, Any] = {}
-    if args.parameters_file:
-        loaded = read_yaml(Path(args.parameters_file), "parameters file")
+    if parameters_file:
+        loaded = read_yaml(Path(parameters_file), "parameters file")
         if not isinstance(loaded, dict) or not all(isinstance(k, str) for k in loaded):
-            raise RunbookError(f"{args.parameters_file}: expected a mapping of parameter names to values")
+            raise RunbookError(f"{parameters_file}: expected a mapping of parameter names to values")
         out.update(loaded)
-    out.update(args.p)
+    out.update(pairs)
     return out
 
 
-def _emit_json(value: Any) -> None:
-    """One JSON document on stdout (``--json``): for scripts and pipelines, not for reading."""
-    import json
-
-    print(json.dumps(value, indent=2, default=str))
+def _one_environment(env: str | None, env_file: str | None) -> None:
+    if env and env_file:
+        raise click.UsageError("--env and --env-file: give one of them")
 
 
-def _result_json(result: Any) -> dict[str, Any]:
-    from .findings import counts
+def _duration(text: str) -> float:
+    """``90s``, ``5m``, ``2h``, ``30d`` -> seconds."""
+    import re
 
-    return {"notebook": result.record.name.split("-", 1)[-1], "incident": result.record.parent.name,
-            "status": result.status, "reason": result.reason, "verdict": verdict(result.findings),
-            "worst": result.worst.value, "counts": counts(result.findings),
-            "findings": [f.to_dict() for f in result.findings], "record": str(result.record),
-            "report": str(result.report), "remote": result.remote or None}
-
-
-def _show_result(result: Any, as_json: bool) -> None:
-    if as_json:
-        _emit_json(_result_json(result))
-    else:
-        _print_result(result)
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from .runner import prepare, run_notebook
-
-    result = run_notebook(prepare(args.notebook, args.incident, environment=args.env, env_file=args.env_file,
-                                  parameters=_parameters(args), archive_dir=args.archive,
-                                  cell_timeout=args.cell_timeout, progress=sys.stderr.isatty()))
-    _show_result(result, args.json)
-    if result.status != "ok":
-        print(f"runbook: run failed: {result.reason} (record: {result.record})", file=sys.stderr)
-        return EXIT_RUN_FAILED
-    return _fail_on(args.fail_on, [result])
-
-
-def _cmd_record(args: argparse.Namespace) -> int:
-    from .record import record_executed
-
-    result = record_executed(args.executed, incident_id=args.incident, notebook=args.notebook,
-                             archive_dir=args.archive)
-    _show_result(result, args.json)
-    return EXIT_OK if result.status == "ok" else EXIT_RUN_FAILED
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text or "")
+    if not m:
+        raise RunbookError(f"duration {text!r}: use a number and s, m, h or d (e.g. 5m)")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
 def _fail_on(threshold: str | None, results: list[Any]) -> int:
@@ -120,53 +145,104 @@ def _fail_on(threshold: str | None, results: list[Any]) -> int:
     return EXIT_OK
 
 
-def verdict(findings: list[Any]) -> str:
-    """What the findings add up to, in one line; a completed run is not an all-clear unless its checks say so."""
-    from .findings import Severity, counts
+def _require_extra(extra: str, *modules: str) -> None:
+    """A one-line error naming the extra to install when a command's optional dependencies are missing."""
+    import importlib.util
 
-    tally = counts(findings)
-    active = [f for f in findings if f.severity.active]
-    if not findings:
-        return "Verdict: UNKNOWN: no check reported anything"
-    if Severity.CRIT.value in tally:
-        return f"Verdict: CRITICAL: {len(active)} to act on; worst: {active[0].title}"
-    if Severity.ERROR.value in tally:
-        return (f"Verdict: INCOMPLETE: {tally['error']} check(s) could not collect their evidence, so what they cover "
-                f"is unknown{'; ' + str(len(active) - tally['error']) + ' more to act on' if len(active) > tally['error'] else ''}")
-    if Severity.WARN.value in tally:
-        return f"Verdict: WARNING: {len(active)} to act on; worst: {active[0].title}"
-    return f"Verdict: nothing wrong found by the {tally.get('ok', 0) + tally.get('info', 0)} checks that reported"
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RunbookError(f"this command needs {', '.join(missing)}: pip install 'runbook-notebooks[{extra}]'")
 
 
-def _print_result(result: Any) -> None:
-    """Counts by severity and the verdict first, then each finding to act on with its next action, then the record.
-    "Run completed" says the notebook finished; the verdict says what it found."""
-    from .findings import counts
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+             epilog="\b\nExample:\n  runbook list\n  runbook run database_pressure --incident INC-7 --env production")
+@click.version_option(__version__, "--version", prog_name="runbook", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Diagnostic notebooks for incident response: evidence, ranked findings, archived records.
 
-    fs = result.findings
-    tally = counts(fs)
-    nb, incident = result.record.name.split("-", 1)[-1], result.record.parent.name
-    state = "run completed" if result.status == "ok" else f"run FAILED: {result.reason}"
-    print(f"{nb} for incident {incident}: {state}")
-    print("Found: " + (", ".join(f"{n} {sev}" for sev, n in tally.items()) or "no findings"))
-    print(verdict(fs))
-    for f in fs:
-        if f.severity.active:
-            print(f"[{f.severity.value.upper():5}] {f.title}\n        -> {f.action}")
-    print(f"record: {result.record.as_uri()}")
-    print(f"report: {result.report.as_uri()}")
-    if result.remote:
-        print(f"archived to: {result.remote}/")
+    Files it creates are private to the user (0600, directories 0700) unless RUNBOOK_UMASK says otherwise (e.g. 027
+    to share records with a group)."""
+    os.umask(int(os.environ.get("RUNBOOK_UMASK", "077"), 8))
+    from .runner import quiet_libraries
+
+    quiet_libraries()
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
+@cli.command(cls=ParameterCommand, epilog="\b\nExample:\n  runbook run database_pressure --incident INC-7 --env "
+             "production -p sample_seconds 10 -f incident-params.yaml")
+@click.argument("notebook", shell_complete=_notebook_names)
+@click.option("--incident", required=True, help="incident id (letters, digits, . _ -)")
+@_environment_options
+@_parameter_options
+@_archive_option
+@click.option("--cell-timeout", type=int, default=300, show_default=True, help="seconds one cell may run")
+@click.option("--fail-on", type=click.Choice(["crit", "error", "warn"]),
+              help=f"exit {EXIT_FINDINGS} when a finding is at least this urgent (for automation)")
+@_json_option
+def run(notebook: str, incident: str, env: str | None, env_file: str | None, parameter: tuple[tuple[str, str], ...],
+        parameters_file: str | None, archive: str | None, cell_timeout: int, fail_on: str | None,
+        as_json: bool) -> int:
+    """Execute a notebook (see runbook list) for an incident and archive the record."""
+    from .console import show_result
+    from .runner import prepare, run_notebook
+
+    _one_environment(env, env_file)
+    result = run_notebook(prepare(notebook, incident, environment=env, env_file=env_file,
+                                  parameters=_parameters(parameters_file, parameter), archive_dir=archive,
+                                  cell_timeout=cell_timeout, progress=sys.stderr.isatty()))
+    show_result(result, as_json)
+    if result.status != "ok":
+        print(f"runbook: run failed: {result.reason} (record: {result.record})", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    return _fail_on(fail_on, [result])
+
+
+@cli.command(epilog="\b\nExample:\n  papermill notebooks/database_pressure.ipynb out.ipynb -p incident_id INC-7\n"
+             "  runbook record out.ipynb")
+@click.argument("executed", type=click.Path(dir_okay=False))
+@click.option("--incident", help="incident id (default: the one the notebook's parameters name)")
+@click.option("--notebook", help="notebook name in the record (default: the one its report names)")
+@_archive_option
+@_json_option
+def record(executed: str, incident: str | None, notebook: str | None, archive: str | None, as_json: bool) -> int:
+    """Archive a notebook executed elsewhere (papermill, Airflow's PapermillOperator) as a record, sealed as
+    runbook run seals its own."""
+    from .console import show_result
+    from .record import record_executed
+
+    result = record_executed(executed, incident_id=incident, notebook=notebook, archive_dir=archive)
+    show_result(result, as_json)
+    return EXIT_OK if result.status == "ok" else EXIT_RUN_FAILED
+
+
+@cli.command(epilog="\b\nExample:\n  runbook note INC-7 'rolled back tasks to v41' --at -10m")
+@click.argument("incident")
+@click.argument("text")
+@click.option("--at", help="when it happened (ISO 8601 UTC or relative like -10m; default now)")
+@_archive_option
+def note(incident: str, text: str, at: str | None, archive: str | None) -> int:
+    """Add a human entry to the incident's timeline."""
+    from . import archive as records
+    from .config import parse_time
+
+    root = records.archive_root(archive)
+    entry = records.add_note(root, incident, text, parse_time(at) if at else None)
+    print(f"noted for {incident} at {entry.at:%Y-%m-%d %H:%M:%S} UTC: {entry.text}")
+    return EXIT_OK
+
+
+@cli.command("list", epilog="\b\nExample:\n  runbook list --json | jq '.notebooks[].name'")
+@_json_option
+def list_(as_json: bool) -> int:
+    """Show notebooks, their parameters, and environments."""
     from .config import list_environments
+    from .console import emit_json
     from .runner import describe_notebooks
 
     notebooks = describe_notebooks()
-    if args.json:
-        _emit_json({"notebooks": [{**nb, "parameters": [vars(p) for p in nb["parameters"]]} for nb in notebooks],
-                    "environments": list_environments()})
+    if as_json:
+        emit_json({"notebooks": [{**nb, "parameters": [vars(p) for p in nb["parameters"]]} for nb in notebooks],
+                   "environments": list_environments()})
         return EXIT_OK
     for nb in notebooks:
         print(f"{nb['name']}: {nb['title']}")
@@ -177,28 +253,338 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
+@cli.command(epilog="\b\nExample:\n  runbook demo --archive /tmp/demo-archive")
+@_archive_option
+@click.option("--incident", help="incident id (default demo-<UTC time>)")
+@click.option("--sample-seconds", type=float, default=3.0, show_default=True, help="sampling interval")
+def demo(archive: str | None, incident: str | None, sample_seconds: float) -> int:
+    """Start a sandbox, stage database-pressure, queue-backlog and authentication incidents at once, run triage and
+    what it recommends, write the archive site and a status update."""
+    from .console import label, print_result
     from .demo import run_demo
 
-    outcome = run_demo(args.archive, args.incident, args.sample_seconds, say=lambda m: print(m, flush=True))
-    triage = outcome.results[0]
+    outcome = run_demo(archive, incident, sample_seconds, say=lambda m: print(m, flush=True))
     print("\nTriage ranked what to run next:")
-    ranked = [f for f in triage.findings if f.check == "triage.next"]
+    ranked = [f for f in outcome.results[0].findings if f.check == "triage.next"]
     for i, f in enumerate(ranked, 1):
-        print(f"  {i}. [{f.severity.value.upper()}] {f.title}")
+        print(f"  {i}. {label(f.severity)} {f.title}")
     for result in outcome.results:
         print()
-        _print_result(result)
+        print_result(result)
     print(f"\narchive site: {outcome.site_index.as_uri() if outcome.site_index else '-'}")
     print(f"status update (saved as {outcome.status_path}):\n")
     print(outcome.status_update)
     return EXIT_OK if all(r.status == "ok" for r in outcome.results) else EXIT_RUN_FAILED
 
 
-def _cmd_check_env(args: argparse.Namespace) -> int:
+@cli.command(epilog="\b\nExample:\n  runbook compare INC-7/20261130T101500Z-database_pressure INC-7")
+@click.argument("run_a")
+@click.argument("run_b")
+@_archive_option
+@_json_option
+def compare(run_a: str, run_b: str, archive: str | None, as_json: bool) -> int:
+    """What was resolved, is new, persists or is unknown between two runs of one notebook.
+
+    RUN_A is a record path, INCIDENT/RECORD, or INCIDENT (its latest run). RUN_B is a later record of the same
+    notebook, or INCIDENT: its latest run of RUN_A's notebook."""
+    from . import archive as records
+    from . import timeline
+    from .console import emit_json, print_compare
+
+    root = records.archive_root(archive)
+    a = records.resolve_record(root, run_a)
+    if records.is_incident(root, run_b):
+        b = timeline.later_run_of(records.records(root, run_b), a)
+    else:
+        b = records.resolve_record(root, run_b)
+        if a.started_at > b.started_at:
+            a, b = b, a
+    changes = timeline.compare(a, b)
+    if as_json:
+        emit_json({"notebook": a.notebook, "before": a.run_id, "after": b.run_id,
+                   "changes": changes.to_dict(orient="records")})
+        return EXIT_OK
+    print(f"{a.notebook}: {a.run_id} ({a.started_at:%H:%M:%S}) -> {b.run_id} ({b.started_at:%H:%M:%S})")
+    print_compare(changes)
+    return EXIT_OK
+
+
+@cli.command(cls=ParameterCommand, epilog="\b\nExample:\n  runbook watch queue_backlog --incident INC-7 --env "
+             "production --every 2m --until-clear")
+@click.argument("notebook", shell_complete=_notebook_names)
+@click.option("--incident", required=True, help="incident id")
+@_environment_options
+@_parameter_options
+@click.option("--every", default="5m", show_default=True, help="interval between runs")
+@click.option("--until-clear", is_flag=True, help="stop when nothing is warn, crit or error")
+@click.option("--timeout", default="2h", show_default=True, help="give up after this long")
+@_archive_option
+def watch(notebook: str, incident: str, env: str | None, env_file: str | None,
+          parameter: tuple[tuple[str, str], ...], parameters_file: str | None, every: str, until_clear: bool,
+          timeout: str, archive: str | None) -> int:
+    """Re-run a notebook every interval and print what changed."""
+    import time
+
+    from . import archive as records
+    from . import timeline
+    from .console import print_compare
+    from .runner import prepare, run_notebook
+
+    _one_environment(env, env_file)
+    interval, deadline = _duration(every), time.monotonic() + _duration(timeout)
+    params = _parameters(parameters_file, parameter)
+    previous = None
+    for round_no in range(1, sys.maxsize):
+        result = run_notebook(prepare(notebook, incident, environment=env, env_file=env_file, parameters=params,
+                                      archive_dir=archive))
+        current = records.load_record(result.record)
+        print(f"round {round_no}: {current.run_id} status {result.status}, worst {current.run.get('worst_severity')}")
+        if previous is not None:
+            print_compare(timeline.compare(previous, current))
+        previous = current
+        if until_clear and timeline.is_clear(current):
+            print("clear: the run completed, its checks reported, none is warn, crit or error")
+            return EXIT_OK
+        if time.monotonic() + interval > deadline:
+            print(f"runbook: watch timed out after {timeout} without clearing", file=sys.stderr)
+            return EXIT_RUN_FAILED
+        time.sleep(interval)
+    return EXIT_RUN_FAILED
+
+
+@cli.command("status-update", epilog="\b\nExample:\n  runbook status-update INC-7 --next-update 15m")
+@click.argument("incident")
+@click.option("--next-update", default="30m", show_default=True, help="when the next update is due")
+@_archive_option
+def status_update(incident: str, next_update: str, archive: str | None) -> int:
+    """Write a stakeholder update from the incident's latest findings."""
+    from datetime import timedelta
+
+    from . import archive as records
+    from . import timeline
+
+    root = records.archive_root(archive)
+    records.validate_incident_id(incident)
+    recs = records.records(root, incident)
+    if not recs:
+        raise RunbookError(f"no records for incident {incident!r} under {root}")
+    text = timeline.status_update(incident, recs, records.read_notes(root, incident),
+                                  next_update=timedelta(seconds=_duration(next_update)))
+    path = records.write_incident_file(root, incident,
+                                       f"status-updates/{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.md", text)
+    print(text)
+    print(f"saved: {path}")
+    return EXIT_OK
+
+
+@cli.group("archive", epilog="\b\nExample:\n  runbook archive list INC-7\n  runbook archive verify --json")
+def archive_group() -> None:
+    """List, show, verify, publish or prune records."""
+
+
+@archive_group.command("list", epilog="\b\nExample:\n  runbook archive list INC-7 --json")
+@click.argument("incident", required=False)
+@_archive_option
+@_json_option
+def archive_list(incident: str | None, archive: str | None, as_json: bool) -> int:
+    """Records, oldest first (of one incident when given)."""
+    from . import archive as records
+    from .console import emit_json, record_json
+
+    root = records.archive_root(archive)
+    recs = records.records(root, incident)
+    if as_json:
+        emit_json([record_json(r) for r in recs])
+        return EXIT_OK
+    for r in recs:
+        print(f"{r.started_at:%Y-%m-%d %H:%M:%S}  {r.run_id:60}  {r.status:6}  worst {r.run.get('worst_severity', '?')}")
+    if not recs:
+        print(f"no records under {root}")
+    return EXIT_OK
+
+
+@archive_group.command("show", epilog="\b\nExample:\n  runbook archive show INC-7")
+@click.argument("run_ref", metavar="RUN")
+@_archive_option
+@_json_option
+def archive_show(run_ref: str, archive: str | None, as_json: bool) -> int:
+    """One record's findings. RUN is a record path, INCIDENT/RECORD, or INCIDENT (its latest run)."""
+    from . import archive as records
+    from .console import emit_json, print_record, record_json, verdict
+
+    r = records.resolve_record(records.archive_root(archive), run_ref)
+    if as_json:
+        emit_json({**record_json(r), "reason": r.run.get("reason", ""), "verdict": verdict(r.findings()),
+                   "findings": [f.to_dict() for f in r.findings()], "report": str(r.path / "report.html")})
+    else:
+        print_record(r)
+    return EXIT_OK
+
+
+@archive_group.command("verify", epilog="\b\nExample:\n  RUNBOOK_ARCHIVE_KEY=... runbook archive verify --archive "
+                       "/srv/incidents")
+@_archive_option
+@_json_option
+def archive_verify(archive: str | None, as_json: bool) -> int:
+    """Recompute every sha256 and signature and report altered, added, deleted or incomplete records."""
+    from . import archive as records
+    from .console import emit_json
+
+    root = records.archive_root(archive)
+    problems, n = records.verify(root), len(records.list_records(root))
+    if as_json:
+        emit_json({"records": n, "intact": not problems,
+                   "problems": [{"record": str(rec), "problem": what} for rec, what in problems],
+                   "signatures": records.signed_state(root)})
+        return EXIT_RUN_FAILED if problems else EXIT_OK
+    for rec, what in problems:
+        print(f"{rec}: {what}")
+    print(f"{n} records checked, {len(problems)} problems" if problems else f"{n} records checked, all intact")
+    print(records.signed_state(root))
+    return EXIT_RUN_FAILED if problems else EXIT_OK
+
+
+@archive_group.command("site", epilog="\b\nExample:\n  runbook archive site ./archive-site")
+@click.argument("directory", metavar="DIR")
+@_archive_option
+def archive_site(directory: str, archive: str | None) -> int:
+    """A static HTML index of the archive: incidents, their timelines and reports."""
+    from . import archive as records
+    from . import site
+
+    print(f"site: {site.build(records.archive_root(archive), Path(directory))}")
+    return EXIT_OK
+
+
+@archive_group.command("prune", epilog="\b\nExample:\n  runbook archive prune --older-than 90d --yes")
+@click.option("--older-than", required=True, help="an age such as 90d")
+@click.option("--yes", is_flag=True, help="delete (without it, only list what would go)")
+@_archive_option
+def archive_prune(older_than: str, yes: bool, archive: str | None) -> int:
+    """Delete records older than an age (dry run unless --yes); the chain notes what was pruned."""
+    from . import archive as records
+
+    old = records.prune(records.archive_root(archive), _duration(older_than), dry_run=not yes)
+    verb = "deleted" if yes else "would delete (add --yes to delete)"
+    for p in old:
+        print(f"{verb}: {p}")
+    print(f"{len(old)} records older than {older_than}")
+    return EXIT_OK
+
+
+@cli.command(context_settings={"ignore_unknown_options": True},
+             epilog="\b\nExample:\n  runbook lab --incident INC-7 --env production -- --port 8899")
+@click.option("--incident", default="adhoc", show_default=True, help="incident the working copies belong to")
+@click.option("--env", default="local", show_default=True, help="environment filled into every copy's parameters")
+@_archive_option
+@click.argument("lab_args", nargs=-1, type=click.UNPROCESSED)
+def lab(incident: str, env: str, archive: str | None, lab_args: tuple[str, ...]) -> int:
+    """Open JupyterLab on an incident's working copies of the notebooks (LAB_ARGS go to jupyter lab)."""
+    _require_extra("lab", "jupyterlab", "ipywidgets")
+    chosen = [a for a in lab_args if a.split("=")[0] in ("--ServerApp.root_dir", "--notebook-dir",
+                                                          "--ServerApp.notebook_dir")]
+    if chosen:
+        raise RunbookError(f"{chosen[0].split('=')[0]}: runbook lab opens the incident's working copies; set "
+                           "RUNBOOK_LAB_DIR to keep them elsewhere")
+    from .kernel import ensure_kernelspec
+    from .lab import open_workspace, server_command, server_environment
+
+    ws = open_workspace(incident, env, archive)  # one-line errors before JupyterLab starts
+    ensure_kernelspec()
+    print(f"incident {ws.incident_id}, environment {ws.environment}: working copies in {ws.directory}")
+    if ws.created:
+        print(f"  created: {', '.join(ws.created)}")
+    if ws.kept:
+        print(f"  kept (your work so far): {', '.join(ws.kept)}")
+    sys.stdout.flush()
+    os.execvpe(sys.executable, server_command(ws, [a for a in lab_args if a != "--"]),
+               server_environment(ws, archive))
+    return EXIT_OK
+
+
+@cli.command(epilog="\b\nExample:\n  runbook serve --port 8080 --workers 2 --archive /srv/incidents")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="executors running notebooks at once")
+@click.option("--spool", help="spool directory (default <archive>/.runbook/spool, which no record reader lists)")
+@click.option("--max-alerts", type=int, default=100, show_default=True, help="alerts taken from one payload "
+              "(more: 413)")
+@click.option("--max-queued", type=int, default=500, show_default=True, help="runs waiting before the receiver "
+              "answers 503 with Retry-After")
+@click.option("--dedupe-window", default="10m", show_default=True, help="same alert and route within this coalesce")
+@click.option("--routes", help="alert routes file (default params/alerts.yaml)")
+@click.option("--archive", help="archive directory or s3://bucket/prefix")
+def serve(host: str, port: int, workers: int, spool: str | None, max_alerts: int, max_queued: int,
+          dedupe_window: str, routes: str | None, archive: str | None) -> int:
+    """Receive alerts (Alertmanager, Grafana, PagerDuty) and run the notebooks they route to."""
+    _require_extra("serve", "starlette", "uvicorn", "prometheus_client")
+    from .archive import archive_root
+    from .server import serve as serve_alerts
+
+    given = archive or os.environ.get("RUNBOOK_ARCHIVE") or ""
+    target = given if given.startswith("s3://") else str(archive_root(given or None))
+    spool_dir = Path(spool) if spool else (Path(target) / ".runbook" / "spool" if not target.startswith("s3://")
+                                           else Path(".runbook-spool"))
+    serve_alerts(host=host, port=port, spool_dir=spool_dir.resolve(), archive=target, workers=workers,
+                 max_alerts=max_alerts, max_queued=max_queued, dedupe_window_s=_duration(dedupe_window),
+                 routes_file=routes)
+    return EXIT_OK
+
+
+@cli.command("from-alert", epilog="\b\nExample:\n  curl -s $ALERTMANAGER/api/v2/alerts | runbook from-alert -")
+@click.argument("payload")
+@click.option("--routes", help="alert routes file (default params/alerts.yaml)")
+@_archive_option
+def from_alert(payload: str, routes: str | None, archive: str | None) -> int:
+    """Run the notebooks an alert payload (a JSON file, or - for standard input) routes to, once."""
+    from dataclasses import asdict
+
+    from . import alerts
+    from .runner import prepare, run_notebook
+
+    try:
+        body = Path(payload).read_bytes() if payload != "-" else sys.stdin.buffer.read()
+    except OSError as e:
+        raise RunbookError(f"cannot read {payload}: {e.strerror}") from None
+    table = alerts.load_routes(routes)
+    failed = 0
+    for alert in alerts.parse_payload(body):
+        job = alerts.route(alert, table)
+        if job is None:
+            print(f"no route for alert {alert.fingerprint} ({alert.labels.get('alertname', '?')})")
+            continue
+        result = run_notebook(prepare(job.notebook, job.incident_id, environment=job.environment,
+                                      parameters=job.parameters, archive_dir=archive,
+                                      run_fields={"alert": {**asdict(alert), "route": job.route}}))
+        print(f"{alert.status} alert {alert.fingerprint} -> {job.notebook} for {job.incident_id}: {result.status}")
+        print(f"record: {result.record}")
+        failed += result.status != "ok"
+    return EXIT_RUN_FAILED if failed else EXIT_OK
+
+
+@cli.command("check-alerts", epilog="\b\nExample:\n  runbook check-alerts --routes /etc/runbook/alerts.yaml")
+@click.option("--routes", help="alert routes file (default params/alerts.yaml)")
+def check_alerts(routes: str | None) -> int:
+    """Validate the alert routes: notebooks exist, templates compile, environments load."""
+    from . import alerts
+
+    table = alerts.load_routes(routes)
+    problems = alerts.check_routes(table)
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    print(f"{len(table)} alert routes are valid")
+    return EXIT_OK
+
+
+@cli.command("check-env", epilog="\b\nExample:\n  runbook check-env production")
+@click.argument("environment")
+def check_env(environment: str) -> int:
+    """Validate an environment file (a name under params/environments/ or a path): targets, log sources, changes."""
     from .config import load_environment, validate_environment
 
-    env = load_environment(args.environment)
+    env = load_environment(environment)
     errors, warnings = validate_environment(env)
     for e in errors:
         print(f"error: {env.name}: {e}", file=sys.stderr)
@@ -211,447 +597,60 @@ def _cmd_check_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _duration(text: str) -> float:
-    """``90s``, ``5m``, ``2h``, ``30d`` -> seconds."""
-    import re
-
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text or "")
-    if not m:
-        raise RunbookError(f"duration {text!r}: use a number and s, m, h or d (e.g. 5m)")
-    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-
-
-def _print_compare(df: object) -> None:
-    import pandas as pd
-
-    assert isinstance(df, pd.DataFrame)
-    if df.empty:
-        print("no findings to act on in either run")
-    for r in df.itertuples():
-        print(f"{r.change:10} {r.before:>5} -> {r.after:<5} {r.title}")
-        if r.change == "unknown":
-            print(f"           not known to be resolved: {r.why}")
-        if r.change == "persisting" and r.evidence_before != r.evidence_after:
-            print(f"           before: {_short(r.evidence_before)}\n           after:  {_short(r.evidence_after)}")
-
-
-def _short(ev: object) -> str:
+@cli.command(epilog="\b\nExample:\n  runbook schema env > runbook-env.schema.json")
+@click.argument("which", type=click.Choice(["env", "alerts"]))
+def schema(which: str) -> int:
+    """Print the JSON Schema of environment files or alert routes, for editors to validate the YAML."""
     import json
 
-    text = json.dumps(ev, default=str)
-    return text if len(text) <= 160 else text[:157] + "..."
+    from .models import schema as model_schema
 
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from . import archive, timeline
-
-    root = archive.archive_root(args.archive)
-    a = archive.resolve_record(root, args.run_a)
-    if archive.is_incident(root, args.run_b):
-        b = timeline.later_run_of(archive.records(root, args.run_b), a)
-    else:
-        b = archive.resolve_record(root, args.run_b)
-        if a.started_at > b.started_at:
-            a, b = b, a
-    changes = timeline.compare(a, b)
-    if args.json:
-        _emit_json({"notebook": a.notebook, "before": a.run_id, "after": b.run_id,
-                    "changes": changes.to_dict(orient="records")})
-        return EXIT_OK
-    print(f"{a.notebook}: {a.run_id} ({a.started_at:%H:%M:%S}) -> {b.run_id} ({b.started_at:%H:%M:%S})")
-    _print_compare(changes)
+    print(json.dumps(model_schema(which), indent=2))
     return EXIT_OK
 
 
-def _cmd_note(args: argparse.Namespace) -> int:
-    from . import archive
-    from .config import parse_time
-
-    root = archive.archive_root(args.archive)
-    note = archive.add_note(root, args.incident, args.text, parse_time(args.at) if args.at else None)
-    print(f"noted for {args.incident} at {note.at:%Y-%m-%d %H:%M:%S} UTC: {note.text}")
-    return EXIT_OK
-
-
-def _cmd_watch(args: argparse.Namespace) -> int:
-    import time as _time
-
-    from . import archive, timeline
-    from .runner import prepare, run_notebook
-
-    every, limit = _duration(args.every), _duration(args.timeout)
-    deadline = _time.monotonic() + limit
-    previous = None
-    params = _parameters(args)
-    round_no = 0
-    while True:
-        round_no += 1
-        result = run_notebook(prepare(args.notebook, args.incident, environment=args.env, env_file=args.env_file,
-                                      parameters=params, archive_dir=args.archive))
-        current = archive.load_record(result.record)
-        print(f"round {round_no}: {current.run_id} status {result.status}, worst {current.run.get('worst_severity')}")
-        if previous is not None:
-            _print_compare(timeline.compare(previous, current))
-        previous = current
-        if args.until_clear and timeline.is_clear(current):
-            print("clear: the run completed, its checks reported, none is warn, crit or error")
-            return EXIT_OK
-        if _time.monotonic() + every > deadline:
-            print(f"runbook: watch timed out after {args.timeout} without clearing", file=sys.stderr)
-            return EXIT_RUN_FAILED
-        _time.sleep(every)
-
-
-def _cmd_status_update(args: argparse.Namespace) -> int:
-    from datetime import timedelta
-
-    from . import archive, timeline
-
-    root = archive.archive_root(args.archive)
-    archive.validate_incident_id(args.incident)
-    recs = archive.records(root, args.incident)
-    if not recs:
-        raise RunbookError(f"no records for incident {args.incident!r} under {root}")
-    text = timeline.status_update(args.incident, recs, archive.read_notes(root, args.incident),
-                                  next_update=timedelta(seconds=_duration(args.next_update)))
-    path = archive.write_incident_file(root, args.incident,
-                                       f"status-updates/{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.md", text)
-    print(text)
-    print(f"saved: {path}")
-    return EXIT_OK
-
-
-def _cmd_archive(args: argparse.Namespace) -> int:
-    from . import archive, site
-
-    root = archive.archive_root(args.archive)
-    if args.archive_command == "list":
-        recs = archive.records(root, args.incident)
-        if args.json:
-            _emit_json([_record_json(r) for r in recs])
-            return EXIT_OK
-        for r in recs:
-            print(f"{r.started_at:%Y-%m-%d %H:%M:%S}  {r.run_id:60}  {r.status:6}  worst {r.run.get('worst_severity', '?')}")
-        if not recs:
-            print(f"no records under {root}")
-        return EXIT_OK
-    if args.archive_command == "show":
-        r = archive.resolve_record(root, args.run)
-        if args.json:
-            _emit_json({**_record_json(r), "reason": r.run.get("reason", ""), "verdict": verdict(r.findings()),
-                        "findings": [f.to_dict() for f in r.findings()], "report": str(r.path / "report.html")})
-            return EXIT_OK
-        print(f"{r.run_id}: {r.notebook} for {r.incident_id}, {r.status}, started {r.started_at:%Y-%m-%d %H:%M:%S} UTC")
-        if r.run.get("reason"):
-            print(f"reason: {r.run['reason']}")
-        print(verdict(r.findings()))
-        for f in r.findings():
-            print(f"[{f.severity.value.upper():5}] {f.title}" + (f"\n        -> {f.action}" if f.action and
-                                                                 f.severity.active else ""))
-        print(f"report: {r.path / 'report.html'}")
-        return EXIT_OK
-    if args.archive_command == "verify":
-        problems = archive.verify(root)
-        if args.json:
-            _emit_json({"records": len(archive.list_records(root)), "intact": not problems,
-                        "problems": [{"record": str(rec), "problem": what} for rec, what in problems],
-                        "signatures": archive.signed_state(root)})
-            return EXIT_RUN_FAILED if problems else EXIT_OK
-        for rec, what in problems:
-            print(f"{rec}: {what}")
-        n = len(archive.list_records(root))
-        print(f"{n} records checked, {len(problems)} problems" if problems else f"{n} records checked, all intact")
-        print(archive.signed_state(root))
-        return EXIT_RUN_FAILED if problems else EXIT_OK
-    if args.archive_command == "site":
-        index = site.build(root, Path(args.dir))
-        print(f"site: {index}")
-        return EXIT_OK
-    if args.archive_command == "prune":
-        old = archive.prune(root, _duration(args.older_than), dry_run=not args.yes)
-        verb = "deleted" if args.yes else "would delete (add --yes to delete)"
-        for p in old:
-            print(f"{verb}: {p}")
-        print(f"{len(old)} records older than {args.older_than}")
-        return EXIT_OK
-    raise RunbookError(f"unknown archive command {args.archive_command}")
-
-
-def _record_json(r: Any) -> dict[str, Any]:
-    return {"run_id": r.run_id, "incident": r.incident_id, "notebook": r.notebook, "status": r.status,
-            "started_at": r.started_at.isoformat(), "worst": r.run.get("worst_severity"), "mode":
-            r.run.get("mode", "papermill"), "path": str(r.path)}
-
-
-def _require_extra(extra: str, *modules: str) -> None:
-    """A one-line error naming the extra to install when a command's optional dependencies are missing."""
-    import importlib.util
-
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise RunbookError(f"this command needs {', '.join(missing)}: pip install 'runbook-notebooks[{extra}]'")
-
-
-def _cmd_lab(args: argparse.Namespace) -> int:
-    _require_extra("lab", "jupyterlab", "ipywidgets")
-    chosen = [a for a in args.lab_args if a.split("=")[0] in ("--ServerApp.root_dir", "--notebook-dir",
-                                                               "--ServerApp.notebook_dir")]
-    if chosen:
-        raise RunbookError(f"{chosen[0].split('=')[0]}: runbook lab opens the incident's working copies; set "
-                           "RUNBOOK_LAB_DIR to keep them elsewhere")
-    from .kernel import ensure_kernelspec
-    from .lab import open_workspace, server_command, server_environment
-
-    ws = open_workspace(args.incident, args.env, args.archive)  # one-line errors before JupyterLab starts
-    ensure_kernelspec()
-    print(f"incident {ws.incident_id}, environment {ws.environment}: working copies in {ws.directory}")
-    if ws.created:
-        print(f"  created: {', '.join(ws.created)}")
-    if ws.kept:
-        print(f"  kept (your work so far): {', '.join(ws.kept)}")
-    cmd = server_command(ws, [a for a in args.lab_args if a != "--"])
-    os.execvpe(sys.executable, cmd, server_environment(ws, args.archive))
-    return EXIT_OK
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    _require_extra("serve", "starlette", "uvicorn", "prometheus_client")
-    from .archive import archive_root
-    from .server import serve
-
-    given = args.archive or os.environ.get("RUNBOOK_ARCHIVE") or ""
-    archive = given if given.startswith("s3://") else str(archive_root(given or None))
-    spool = Path(args.spool) if args.spool else (Path(archive) / ".runbook" / "spool" if not archive.startswith("s3://")
-                                                   else Path(".runbook-spool"))
-    serve(host=args.host, port=args.port, spool_dir=spool.resolve(), archive=archive, workers=args.workers,
-          max_alerts=args.max_alerts, max_queued=args.max_queued,
-          dedupe_window_s=_duration(args.dedupe_window), routes_file=args.routes)
-    return EXIT_OK
-
-
-def _cmd_from_alert(args: argparse.Namespace) -> int:
-    from . import alerts
-    from .runner import prepare, run_notebook
-
-    try:
-        body = Path(args.payload).read_bytes() if args.payload != "-" else sys.stdin.buffer.read()
-    except OSError as e:
-        raise RunbookError(f"cannot read {args.payload}: {e.strerror}") from None
-    routes = alerts.load_routes(args.routes)
-    failed = 0
-    for alert in alerts.parse_payload(body):
-        job = alerts.route(alert, routes)
-        if job is None:
-            print(f"no route for alert {alert.fingerprint} ({alert.labels.get('alertname', '?')})")
-            continue
-        result = run_notebook(prepare(job.notebook, job.incident_id, environment=job.environment,
-                                      parameters=job.parameters, archive_dir=args.archive,
-                                      run_fields={"alert": {**_alert_dict(alert), "route": job.route}}))
-        print(f"{alert.status} alert {alert.fingerprint} -> {job.notebook} for {job.incident_id}: {result.status}")
-        print(f"record: {result.record}")
-        failed += result.status != "ok"
-    return EXIT_RUN_FAILED if failed else EXIT_OK
-
-
-def _alert_dict(alert: object) -> dict:
-    from dataclasses import asdict
-
-    return asdict(alert)  # type: ignore[call-overload]
-
-
-def _cmd_check_alerts(args: argparse.Namespace) -> int:
-    from . import alerts
-
-    routes = alerts.load_routes(args.routes)
-    problems = alerts.check_routes(routes)
-    for p in problems:
-        print(f"error: {p}", file=sys.stderr)
-    if problems:
-        return EXIT_USAGE
-    print(f"{len(routes)} alert routes are valid")
-    return EXIT_OK
-
-
-def _cmd_schema(args: argparse.Namespace) -> int:
-    import json
-
-    from .models import schema
-
-    print(json.dumps(schema(args.which), indent=2))
-    return EXIT_OK
-
-
-def _cmd_completion(args: argparse.Namespace) -> int:
-    from .completion import bash_script
-    from .runner import list_notebooks
-
-    print(bash_script(build_parser(), list_notebooks()), end="")
-    return EXIT_OK
-
-
-def _cmd_kernel(args: argparse.Namespace) -> int:
+@cli.command("kernel-install", epilog="\b\nExample:\n  runbook kernel-install")
+def kernel_install() -> int:
+    """Install the 'runbook' Jupyter kernel spec for this Python."""
     from .kernel import ensure_kernelspec
 
     print(f"kernel spec 'runbook' at {ensure_kernelspec()}")
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="runbook", description="Diagnostic notebooks for incident response.")
-    parser.add_argument("--version", action="version", version=f"runbook {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+@cli.command(epilog="\b\nExample:\n  eval \"$(runbook completion bash)\"\n  runbook completion zsh > "
+             "~/.zfunc/_runbook")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> int:
+    """Print shell completion for runbook: commands, options, choices and notebook names, answered by runbook
+    itself at each TAB, so it stays right after an upgrade."""
+    from click.shell_completion import get_completion_class
 
-    run = sub.add_parser("run", help="execute a notebook for an incident and archive the record",
-                         epilog="example: runbook run database_pressure --incident INC-7 --env production "
-                                "-p sample_seconds 10 -f incident-params.yaml")
-    run.add_argument("notebook", help="notebook name (see runbook list)")
-    run.add_argument("--incident", required=True, help="incident id (letters, digits, . _ -)")
-    env = run.add_mutually_exclusive_group()
-    env.add_argument("--env", help="environment name under params/environments/")
-    env.add_argument("--env-file", help="path to an environment file")
-    _add_parameters(run)
-    run.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
-    run.add_argument("--cell-timeout", type=int, default=300, help="seconds one cell may run (default 300)")
-    run.add_argument("--fail-on", choices=["crit", "error", "warn"],
-                     help=f"exit {EXIT_FINDINGS} when a finding is at least this urgent (for automation)")
-    run.set_defaults(func=_cmd_run)
-
-    rec = sub.add_parser("record", help="archive a notebook executed elsewhere (papermill, Airflow) as a record",
-                         description="Seal a notebook that papermill, Airflow's PapermillOperator or another engine "
-                                     "executed into a record, as runbook run seals its own. Example: papermill "
-                                     "notebooks/database_pressure.ipynb out.ipynb -p incident_id INC-7 && runbook "
-                                     "record out.ipynb")
-    rec.add_argument("executed", help="the executed .ipynb")
-    rec.add_argument("--incident", help="incident id (default: the one the notebook's parameters name)")
-    rec.add_argument("--notebook", help="notebook name in the record (default: the one its report names)")
-    rec.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
-    rec.set_defaults(func=_cmd_record)
-
-    note = sub.add_parser("note", help="add a human entry to the incident's timeline")
-    note.add_argument("incident")
-    note.add_argument("text")
-    note.add_argument("--at", help="when it happened (ISO 8601 UTC or relative like -10m; default now)")
-    note.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
-    note.set_defaults(func=_cmd_note)
-
-    ls = sub.add_parser("list", help="show notebooks, their parameters, and environments")
-    ls.set_defaults(func=_cmd_list)
-
-    demo = sub.add_parser("demo", help="start a sandbox, stage database-pressure, queue-backlog and authentication "
-                                       "incidents at once, run triage and what it recommends, write the archive site "
-                                       "and a status update")
-    demo.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
-    demo.add_argument("--incident", help="incident id (default demo-<UTC time>)")
-    demo.add_argument("--sample-seconds", type=float, default=3.0, help="sampling interval (default 3)")
-    demo.set_defaults(func=_cmd_demo)
-
-    cmp_ = sub.add_parser("compare", help="what was resolved, is new, persists or is unknown between two runs of "
-                                          "one notebook")
-    cmp_.add_argument("run_a", help="record path, INCIDENT/RECORD, or INCIDENT (its latest run)")
-    cmp_.add_argument("run_b", help="a later record of the same notebook, or INCIDENT: its latest run of run_a's notebook")
-    cmp_.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
-    cmp_.set_defaults(func=_cmd_compare)
-
-    watch = sub.add_parser("watch", help="re-run a notebook every interval and print what changed")
-    watch.add_argument("notebook")
-    watch.add_argument("--incident", required=True)
-    wenv = watch.add_mutually_exclusive_group()
-    wenv.add_argument("--env")
-    wenv.add_argument("--env-file")
-    _add_parameters(watch)
-    watch.add_argument("--every", default="5m", help="interval between runs (default 5m)")
-    watch.add_argument("--until-clear", action="store_true", help="stop when nothing is warn, crit or error")
-    watch.add_argument("--timeout", default="2h", help="give up after this long (default 2h)")
-    watch.add_argument("--archive")
-    watch.set_defaults(func=_cmd_watch)
-
-    su = sub.add_parser("status-update", help="write a stakeholder update from the incident's latest findings")
-    su.add_argument("incident")
-    su.add_argument("--next-update", default="30m", help="when the next update is due (default 30m)")
-    su.add_argument("--archive")
-    su.set_defaults(func=_cmd_status_update)
-
-    arch = sub.add_parser("archive", help="list, show, verify, publish or prune records")
-    asub = arch.add_subparsers(dest="archive_command", required=True, parser_class=_Parser)
-    al = asub.add_parser("list", help="records, oldest first")
-    al.add_argument("incident", nargs="?")
-    ash = asub.add_parser("show", help="one record's findings")
-    ash.add_argument("run", help="record path, INCIDENT/RECORD, or INCIDENT (its latest run)")
-    asub.add_parser("verify", help="recompute every sha256 and report altered or incomplete records")
-    ast = asub.add_parser("site", help="a static HTML index of the archive")
-    ast.add_argument("dir")
-    apr = asub.add_parser("prune", help="delete records older than an age (dry run unless --yes)")
-    apr.add_argument("--older-than", required=True, help="e.g. 90d")
-    apr.add_argument("--yes", action="store_true")
-    for p in (run, rec, ls, cmp_, al, ash, asub.choices["verify"]):
-        p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    for p in (al, ash, asub.choices["verify"], ast, apr):
-        p.add_argument("--archive", help="archive directory (default $RUNBOOK_ARCHIVE, else ./archive)")
-    arch.set_defaults(func=_cmd_archive)
-
-    lab = sub.add_parser("lab", help="open JupyterLab on an incident's working copies of the notebooks")
-    lab.add_argument("--incident", default="adhoc", help="incident the working copies belong to (default adhoc)")
-    lab.add_argument("--env", default="local", help="environment filled into every copy's parameters")
-    lab.add_argument("--archive")
-    lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab (after --)")
-    lab.set_defaults(func=_cmd_lab)
-
-    srv = sub.add_parser("serve", help="receive alerts (Alertmanager, Grafana, PagerDuty) and run notebooks")
-    srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8080)
-    srv.add_argument("--workers", type=int, default=2, help="executors running notebooks at once (default 2)")
-    srv.add_argument("--spool", help="spool directory (default <archive>/.runbook/spool, which no record reader lists)")
-    srv.add_argument("--max-alerts", type=int, default=100, help="alerts taken from one payload (default 100; more: 413)")
-    srv.add_argument("--max-queued", type=int, default=500, help="runs waiting before the receiver answers 503 with "
-                                                                 "Retry-After (default 500)")
-    srv.add_argument("--dedupe-window", default="10m", help="same alert and route within this coalesce (default 10m)")
-    srv.add_argument("--routes", help="alert routes file (default params/alerts.yaml)")
-    srv.add_argument("--archive", help="archive directory or s3://bucket/prefix")
-    srv.set_defaults(func=_cmd_serve)
-
-    fa = sub.add_parser("from-alert", help="run the notebooks an alert payload routes to, once")
-    fa.add_argument("payload", help="a JSON payload file, or - for standard input")
-    fa.add_argument("--routes", help="alert routes file (default params/alerts.yaml)")
-    fa.add_argument("--archive")
-    fa.set_defaults(func=_cmd_from_alert)
-
-    ca = sub.add_parser("check-alerts", help="validate the alert routes")
-    ca.add_argument("--routes", help="alert routes file (default params/alerts.yaml)")
-    ca.set_defaults(func=_cmd_check_alerts)
-
-    check = sub.add_parser("check-env", help="validate an environment file (targets, log sources, changes)")
-    check.add_argument("environment", help="a name under params/environments/ or a path")
-    check.set_defaults(func=_cmd_check_env)
-
-    schema = sub.add_parser("schema", help="print the JSON Schema of environment files or alert routes")
-    schema.add_argument("which", choices=["env", "alerts"])
-    schema.set_defaults(func=_cmd_schema)
-
-    kernel = sub.add_parser("kernel-install", help="install the 'runbook' Jupyter kernel spec for this Python")
-    kernel.set_defaults(func=_cmd_kernel)
-
-    comp = sub.add_parser("completion", help="print shell completion for runbook",
-                          epilog='example: eval "$(runbook completion bash)", or save it as '
-                                 "~/.local/share/bash-completion/completions/runbook")
-    comp.add_argument("shell", choices=["bash"])
-    comp.set_defaults(func=_cmd_completion)
-    return parser
+    complete = get_completion_class(shell)
+    assert complete is not None
+    print(complete(cli, {}, "runbook", "_RUNBOOK_COMPLETE").source())
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``runbook`` command. Files it creates are private to the user (0600, directories 0700)
-    unless ``RUNBOOK_UMASK`` says otherwise (e.g. 027 to share records with a group)."""
-    args = build_parser().parse_args(argv)
-    os.umask(int(os.environ.get("RUNBOOK_UMASK", "077"), 8))
-    from .runner import quiet_libraries
-
-    quiet_libraries()
+    """Entry point of the ``runbook`` command: the exit code, with usage errors and RunbookErrors as one line."""
     try:
-        return int(args.func(args))
+        return int(cli.main(args=list(sys.argv[1:] if argv is None else argv), prog_name="runbook",
+                            standalone_mode=False) or 0)
+    except _NO_ARGS_IS_HELP as e:  # a bare ``runbook`` or ``runbook archive``: the help, as a usage error
+        print(e.ctx.get_help() if e.ctx else "see runbook --help", file=sys.stderr)
+        return EXIT_USAGE
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "runbook"
+        print(f"runbook: error: {e.format_message()} (see {where} --help)", file=sys.stderr)
+        return EXIT_USAGE
+    except click.ClickException as e:
+        print(f"runbook: error: {e.format_message()}", file=sys.stderr)
+        return e.exit_code
     except RunbookError as e:
         print(f"runbook: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.Abort):
         print("runbook: interrupted", file=sys.stderr)
         return 130
 

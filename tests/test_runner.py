@@ -170,8 +170,8 @@ def test_runner_killed_mid_run_leaves_a_record_marked_failed(tmp_path):
     (["run", "database_pressure", "--incident", "I1", "-p", "thresholds={nope: 1}"], "unknown threshold 'nope'"),
     (["run", "database_pressure", "--incident", "I1", "-p", "environment=postgresql://u:hunter22@db/app"],
      "looks like it holds a credential"),
-    (["run", "database_pressure"], "required: --incident"),
-    (["frobnicate"], "invalid choice"),
+    (["run", "database_pressure"], "Missing option '--incident'"),
+    (["frobnicate"], "No such command 'frobnicate'"),
 ])
 def test_bad_input_is_one_line_and_loses_nothing(tmp_path, args, message):
     kept = tmp_path / "I1" / "20260101T000000Z-database_pressure"
