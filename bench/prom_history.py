@@ -24,7 +24,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runbook_lib.sandbox_metrics import start_prometheus  # noqa: E402
+from runbook_lib.sandbox.metrics import start_prometheus  # noqa: E402
 from runbook_lib.sources import prometheus as prom  # noqa: E402
 
 STEP_S = 15

@@ -502,7 +502,8 @@ def lab(incident: str, env: str, archive: str | None, lab_args: tuple[str, ...])
     return EXIT_OK
 
 
-@cli.command(epilog="\b\nExample:\n  runbook serve --port 8080 --workers 2 --archive /srv/incidents")
+@cli.command(epilog="\b\nExample:\n  runbook serve --port 8080 --workers 2 --archive /srv/incidents\n"
+             "  RUNBOOK_AIRFLOW_TOKEN=... runbook serve --airflow https://airflow.internal")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="executors running notebooks at once")
@@ -514,9 +515,13 @@ def lab(incident: str, env: str, archive: str | None, lab_args: tuple[str, ...])
 @click.option("--dedupe-window", default="10m", show_default=True, help="same alert and route within this coalesce")
 @click.option("--routes", help="alert routes file (default params/alerts.yaml)")
 @click.option("--archive", help="archive directory or s3://bucket/prefix")
+@click.option("--airflow", metavar="URL", help="hand each run to this Airflow (REST API v2) as a DAG run instead of "
+              "running it here; credentials from RUNBOOK_AIRFLOW_TOKEN or RUNBOOK_AIRFLOW_USERNAME/PASSWORD")
+@click.option("--airflow-dag", default="runbook_incident", show_default=True, help="the DAG --airflow triggers")
 def serve(host: str, port: int, workers: int, spool: str | None, max_alerts: int, max_queued: int,
-          dedupe_window: str, routes: str | None, archive: str | None) -> int:
-    """Receive alerts (Alertmanager, Grafana, PagerDuty) and run the notebooks they route to."""
+          dedupe_window: str, routes: str | None, archive: str | None, airflow: str | None, airflow_dag: str) -> int:
+    """Receive alerts (Alertmanager, Grafana, PagerDuty) and run the notebooks they route to, here or (with
+    --airflow) as DAG runs of integrations/airflow's runbook_incident."""
     _require_extra("serve", "starlette", "uvicorn", "prometheus_client")
     from .archive import archive_root
     from .server import serve as serve_alerts
@@ -527,7 +532,7 @@ def serve(host: str, port: int, workers: int, spool: str | None, max_alerts: int
                                            else Path(".runbook-spool"))
     serve_alerts(host=host, port=port, spool_dir=spool_dir.resolve(), archive=target, workers=workers,
                  max_alerts=max_alerts, max_queued=max_queued, dedupe_window_s=_duration(dedupe_window),
-                 routes_file=routes)
+                 routes_file=routes, airflow=airflow, airflow_dag=airflow_dag)
     return EXIT_OK
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from . import archive, sandbox, site, timeline
 from .runner import RunResult, prepare, run_notebook
-from .sandbox_queues import stage_queue_backlog
-from .sandbox_services import stage_auth_incident
+from .sandbox.queues import stage_queue_backlog
+from .sandbox.services import stage_auth_incident
 
 SAMPLED = {"database_pressure": ("sample_seconds",), "queue_backlog": ("sample_seconds",)}
 

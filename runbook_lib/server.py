@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import alerts
 from .errors import RunbookError
@@ -184,8 +184,10 @@ class Metrics:
         self.failed = Counter("runbook_runs_failed", "runs whose notebook or executor failed", registry=r)
         self.queued = Gauge("runbook_runs_queued", "runs waiting in the spool", registry=r)
         self.running = Gauge("runbook_runs_running", "runs executing now", registry=r)
-        self.latency = Histogram("runbook_run_latency_seconds", "alert received to record sealed",
-                                 buckets=self.LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram("runbook_run_latency_seconds", "alert received to record sealed (or, with "
+                                 "--airflow, to the DAG run created)", buckets=self.LATENCY_BUCKETS, registry=r)
+        self.handoff_retries = Counter("runbook_handoff_retries", "hand-offs to Airflow retried because it was "
+                                       "unreachable or answered 5xx", registry=r)
 
     def alerts(self, received: int, accepted: int, deduplicated: int, unrouted: int) -> None:
         """Count one accepted payload's alerts."""
@@ -193,6 +195,10 @@ class Metrics:
         self.accepted.inc(accepted)
         self.deduplicated.inc(deduplicated)
         self.unrouted.inc(unrouted)
+
+    def handoff_retry(self, reason: str) -> None:
+        """Count one hand-off attempt Airflow could not take (the job is retried)."""
+        self.handoff_retries.inc()
 
     def run_finished(self, ok: bool, latency_s: float) -> None:
         (self.succeeded if ok else self.failed).inc()
@@ -315,6 +321,26 @@ class Executors:
                 p.kill()
 
 
+class Dispatcher(Protocol):
+    """What takes spooled jobs: local :class:`Executors` or :class:`runbook_lib.handoff.AirflowDispatch`."""
+
+    def start(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+def _dispatcher(spool: Spool, metrics: Metrics, workers: int, archive: str | None, airflow: str | None,
+                airflow_dag: str | None) -> Dispatcher:
+    """Local executors, or the hand-off to Airflow after checking its DAG is there and the credentials work."""
+    if not airflow:
+        return Executors(spool, metrics, workers, archive)
+    from .handoff import DAG_ID, AirflowClient, AirflowDispatch
+
+    client = AirflowClient(airflow, airflow_dag or DAG_ID)
+    client.check()
+    return AirflowDispatch(spool, metrics, client, workers)
+
+
 async def _read_body(request: Any) -> bytes | None:
     """The request body, or None past :data:`MAX_BODY`."""
     body = bytearray()
@@ -415,8 +441,10 @@ def build_app(*, spool: Spool, metrics: Metrics, routes: list[alerts.Route], tok
 
 
 def serve(*, host: str, port: int, spool_dir: Path, archive: str | None, workers: int, dedupe_window_s: float,
-          routes_file: str | None, max_alerts: int = MAX_ALERTS, max_queued: int = MAX_QUEUED) -> None:
-    """Run the receiver until interrupted."""
+          routes_file: str | None, max_alerts: int = MAX_ALERTS, max_queued: int = MAX_QUEUED,
+          airflow: str | None = None, airflow_dag: str | None = None) -> None:
+    """Run the receiver until interrupted: runs go to local executors, or with ``airflow`` (its base URL) to
+    that Airflow as DAG runs of ``airflow_dag`` (see :mod:`runbook_lib.handoff`)."""
     import uvicorn
 
     token, secret = os.environ.get(TOKEN_ENV), os.environ.get(SECRET_ENV)
@@ -431,13 +459,14 @@ def serve(*, host: str, port: int, spool_dir: Path, archive: str | None, workers
     if problems:
         raise RunbookError(f"alert routes are not usable: {problems[0]}")
     spool = Spool(spool_dir, dedupe_window_s)
-    back = spool.recover()
-    if archive and not archive.startswith("s3://"):
-        spool.reconcile(Path(archive))
     metrics = Metrics()
-    executors = Executors(spool, metrics, workers, archive)
+    executors = _dispatcher(spool, metrics, workers, archive, airflow, airflow_dag)  # checks Airflow before listening
+    back = spool.recover()
+    if archive and not archive.startswith("s3://") and not airflow:
+        spool.reconcile(Path(archive))
     executors.start()
-    print(f"runbook serve: listening on http://{host}:{port} ({workers} executors, spool {spool_dir}"
+    where = f"runs handed to Airflow at {airflow}" if airflow else f"{workers} executors"
+    print(f"runbook serve: listening on http://{host}:{port} ({where}, spool {spool_dir}"
           f"{f', {back} interrupted runs re-queued' if back else ''})", flush=True)
     try:
         uvicorn.run(build_app(spool=spool, metrics=metrics, routes=routes, token=token, secret=secret,

@@ -21,7 +21,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from runbook_lib import alerts, archive
 from runbook_lib.sandbox import free_port, start_redis
-from runbook_lib.sandbox_queues import stage_queue_backlog
+from runbook_lib.sandbox.queues import stage_queue_backlog
 from tests.helpers import wait_for
 from tests.test_runner import RUNBOOK, run_cli
 
@@ -144,8 +144,10 @@ def _probe_notebooks(tmp_path: Path) -> Path:
 
 
 class Server:
-    def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None, notebooks: Path | None = None):
+    def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None, notebooks: Path | None = None,
+                 extra_args: list[str] | None = None):
         self.port = free_port()
+        self.extra_args = extra_args or []
         self.url = f"http://127.0.0.1:{self.port}"
         self.archive = tmp_path / "arch"
         self.spool = tmp_path / "spool"
@@ -156,7 +158,7 @@ class Server:
 
     def start(self) -> "Server":
         self.proc = subprocess.Popen([*RUNBOOK, "serve", "--port", str(self.port), "--archive", str(self.archive),
-                                      "--spool", str(self.spool), "--routes", self.routes],
+                                      "--spool", str(self.spool), "--routes", self.routes, *self.extra_args],
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         wait_for(lambda: self._up(), timeout=60, interval=0.2)

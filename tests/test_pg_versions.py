@@ -12,7 +12,7 @@ import uuid
 import pandas as pd
 import psycopg
 
-from runbook_lib import pg_binaries
+from runbook_lib.sandbox import pg_binaries
 from runbook_lib.sandbox import Sandbox, stage_database_pressure
 from runbook_lib.sources import postgres as pg
 from tests.test_runner import run_cli

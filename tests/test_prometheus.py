@@ -21,7 +21,7 @@ from runbook_lib.config import Environment
 from runbook_lib.findings import Severity
 from runbook_lib.rules import history as rules
 from runbook_lib.sandbox import Sandbox, free_port, stage_database_pressure
-from runbook_lib.sandbox_metrics import start_metrics
+from runbook_lib.sandbox.metrics import start_metrics
 from runbook_lib.sources import SourceError
 from runbook_lib.sources import prometheus as prom
 from tests.helpers import wait_for

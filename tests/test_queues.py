@@ -21,7 +21,7 @@ import redis
 from runbook_lib.findings import Severity, Thresholds
 from runbook_lib.rules import queues as rules
 from runbook_lib.sandbox import free_port, start_redis
-from runbook_lib.sandbox_queues import add_jobs, job_counts, start_role
+from runbook_lib.sandbox.queues import add_jobs, job_counts, start_role
 from runbook_lib.sources import SourceError
 from runbook_lib.sources import queues as Q
 from runbook_lib.sources import redis as R
@@ -355,7 +355,7 @@ def test_keys_changing_type_mid_scan_do_not_crash(rd):
 
 def test_queue_backlog_run_as_a_read_only_acl_user_names_the_stalled_jobs(rd, tmp_path):
     from runbook_lib import archive
-    from runbook_lib.sandbox_queues import stage_queue_backlog
+    from runbook_lib.sandbox.queues import stage_queue_backlog
     from tests.test_runner import all_archive_bytes, run_cli
 
     admin = raw(rd.url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from runbook_lib import pg_binaries, sandbox
+from runbook_lib.sandbox import pg_binaries, servers as sandbox
 from runbook_lib.errors import RunbookError
 
 

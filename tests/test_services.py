@@ -17,7 +17,7 @@ from runbook_lib.config import load_environment
 from runbook_lib.findings import Severity, Thresholds
 from runbook_lib.rules import services as rules
 from runbook_lib.sandbox import free_port
-from runbook_lib.sandbox_services import (Stub, health_json, loki_api, stage_auth_incident, statuspage_summary,
+from runbook_lib.sandbox.services import (Stub, health_json, loki_api, stage_auth_incident, statuspage_summary,
                                           supabase_api, write_identity_logs)
 from runbook_lib.sources import SourceError, changes, http, logs
 from tests.test_runner import all_archive_bytes, run_cli

@@ -41,7 +41,9 @@ with DAG(
         "parameters": Param({}, type="object"),
     },
 ) as dag:
-    executed = WORK + "/{{ params.incident }}-{{ params.notebook }}-{{ ts_nodash }}.ipynb"
+    # run_id, not ts_nodash: a run triggered through the REST API (as runbook serve --airflow does) has no logical
+    # date, and ts_nodash is then undefined
+    executed = WORK + "/{{ params.incident }}-{{ params.notebook }}-{{ run_id }}.ipynb"
     run_notebook = PapermillOperator(
         task_id="run_notebook",
         input_nb=HOME + "/notebooks/{{ params.notebook }}.ipynb",

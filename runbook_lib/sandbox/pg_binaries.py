@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import RunbookError
+from ..errors import RunbookError
 
 SUPPORTED_MAJORS = (12, 13, 14, 15, 16, 17, 18)
 VERSION_ENV = "RUNBOOK_PG_VERSION"  # the major the sandbox runs; unset: the newest Debian one

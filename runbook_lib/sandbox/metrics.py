@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from .errors import RunbookError
-from .sandbox import Sandbox, free_port
+from ..errors import RunbookError
+from .servers import Sandbox, free_port
 
 BINARIES = {"prometheus": "prometheus", "prometheus-postgres-exporter": "prometheus-postgres-exporter",
             "prometheus-redis-exporter": "prometheus-redis-exporter"}

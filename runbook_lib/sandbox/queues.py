@@ -1,6 +1,6 @@
 """Real queue workloads for the sandbox and the tests, made by BullMQ's own Python package.
 
-Each role runs in its own process (``python -m runbook_lib.sandbox_queues ROLE ...``) so that a worker
+Each role runs in its own process (``python -m runbook_lib.sandbox.queues ROLE ...``) so that a worker
 can be killed with SIGKILL mid-job, exactly as a crashed worker dies in production.
 """
 
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import RunbookError
+from ..errors import RunbookError
 
 
 def _require_bullmq() -> Any:
@@ -85,7 +85,7 @@ URL_ENV = "RUNBOOK_SANDBOX_QUEUE_URL"
 def start_role(role: str, url: str, *args: str) -> subprocess.Popen[bytes]:
     """Start a role process: ``worker URL QUEUE MODE LOCK_MS CONCURRENCY`` or ``producer URL QUEUE RATE``.
     The URL (it holds a password) goes through the environment, not the command line ``ps`` shows."""
-    return subprocess.Popen([sys.executable, "-m", "runbook_lib.sandbox_queues", role, *args],
+    return subprocess.Popen([sys.executable, "-m", "runbook_lib.sandbox.queues", role, *args],
                             env={**os.environ, URL_ENV: url}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
