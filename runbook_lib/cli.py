@@ -184,12 +184,14 @@ def run(notebook: str, incident: str, env: str | None, env_file: str | None, par
         as_json: bool) -> int:
     """Execute a notebook (see runbook list) for an incident and archive the record."""
     from .console import show_result
-    from .runner import prepare, run_notebook
+    from .runner import kernel_ahead, prepare, run_notebook
 
     _one_environment(env, env_file)
-    result = run_notebook(prepare(notebook, incident, environment=env, env_file=env_file,
-                                  parameters=_parameters(parameters_file, parameter), archive_dir=archive,
-                                  cell_timeout=cell_timeout, progress=sys.stderr.isatty()))
+    with kernel_ahead(archive) as kernel:
+        plan = prepare(notebook, incident, environment=env, env_file=env_file,
+                       parameters=_parameters(parameters_file, parameter), archive_dir=archive,
+                       cell_timeout=cell_timeout, progress=sys.stderr.isatty())
+        result = run_notebook(plan, kernel=kernel)
     show_result(result, as_json)
     if result.status != "ok":
         print(f"runbook: run failed: {result.reason} (record: {result.record})", file=sys.stderr)
@@ -328,15 +330,16 @@ def watch(notebook: str, incident: str, env: str | None, env_file: str | None,
     from . import archive as records
     from . import timeline
     from .console import print_compare
-    from .runner import prepare, run_notebook
+    from .runner import kernel_ahead, prepare, run_notebook
 
     _one_environment(env, env_file)
     interval, deadline = _duration(every), time.monotonic() + _duration(timeout)
     params = _parameters(parameters_file, parameter)
     previous = None
     for round_no in range(1, sys.maxsize):
-        result = run_notebook(prepare(notebook, incident, environment=env, env_file=env_file, parameters=params,
-                                      archive_dir=archive))
+        with kernel_ahead(archive) as kernel:
+            result = run_notebook(prepare(notebook, incident, environment=env, env_file=env_file,
+                                          parameters=params, archive_dir=archive), kernel=kernel)
         current = records.load_record(result.record)
         print(f"round {round_no}: {current.run_id} status {result.status}, worst {current.run.get('worst_severity')}")
         if previous is not None:

@@ -13,6 +13,7 @@ import html
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -138,7 +139,7 @@ class Finding:
 
 def json_safe(value: Any, *, max_items: int = 50, max_str: int = 500) -> Any:
     """Small, JSON-serialisable, redacted copy of ``value`` (NaN -> None, long lists cut)."""
-    import pandas as pd
+    pd = sys.modules.get("pandas")  # not imported: no value can be a DataFrame (the runner's parent process)
 
     if value is None or isinstance(value, bool):
         return value
@@ -150,9 +151,9 @@ def json_safe(value: Any, *, max_items: int = 50, max_str: int = 500) -> Any:
         return None if math.isnan(value) or math.isinf(value) else round(value, 3)
     if isinstance(value, str):
         return redact(value[:max_str])
-    if isinstance(value, (datetime, pd.Timestamp)):
+    if isinstance(value, datetime) or (pd is not None and isinstance(value, pd.Timestamp)):
         return value.isoformat()
-    if isinstance(value, pd.DataFrame):
+    if pd is not None and isinstance(value, pd.DataFrame):
         return json_safe(value.head(max_items).to_dict(orient="records"), max_items=max_items)
     if isinstance(value, Mapping):
         return {str(k): json_safe(v, max_items=max_items) for k, v in list(value.items())[:max_items]}
@@ -160,7 +161,7 @@ def json_safe(value: Any, *, max_items: int = 50, max_str: int = 500) -> Any:
         return [json_safe(v, max_items=max_items) for v in list(value)[:max_items]]
     if hasattr(value, "item"):  # numpy scalar
         return json_safe(value.item())
-    if pd.isna(value) if not isinstance(value, (list, dict)) else False:
+    if pd is not None and pd.isna(value):
         return None
     return redact(str(value)[:max_str])
 

@@ -15,9 +15,11 @@ import platform
 import shutil
 import socket
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from . import __version__, archive
@@ -153,7 +155,9 @@ def coerce_parameters(declared: dict[str, Parameter], raw: dict[str, Any]) -> di
     return out
 
 
-# Imported by the kernel while it boots (in parallel with the runner's own start-up), bound to no name.
+# Imported by the kernel while it boots (in parallel with the runner's own start-up), bound to no name. Passed as
+# ``code_to_run``, not a second ``exec_lines``: two ``exec_lines`` options make traitlets keep both as literal
+# strings, which silently dropped this preload and the kernel spec's own out-of-order hint.
 KERNEL_PRELOAD = ("__import__('pandas'); __import__('matplotlib.figure'); __import__('psycopg'); "
                   "__import__('runbook_lib.charts'); __import__('runbook_lib.incident'); "
                   "__import__('runbook_lib.hints').hints.install()")
@@ -162,8 +166,8 @@ KERNEL_PRELOAD = ("__import__('pandas'); __import__('matplotlib.figure'); __impo
 def start_kernel(extra_env: dict[str, str]) -> Any:
     """Launch the ``runbook`` kernel now, with the run's private variables, without waiting for it.
 
-    The kernel boots (and pre-imports pandas and matplotlib) while the runner validates the run and
-    imports papermill, which roughly halves the wall time of a short run.
+    The kernel boots (and pre-imports pandas and matplotlib) while the runner goes on: with
+    :func:`kernel_ahead`, while it validates the run and imports papermill.
     """
     import asyncio
 
@@ -178,7 +182,7 @@ def start_kernel(extra_env: dict[str, str]) -> Any:
     env.update(extra_env)                                                     # is not that notebook
     asyncio.run(km.start_kernel(extra_arguments=["--IPKernelApp.log_level=ERROR",
                                                  "--HistoryManager.hist_file=:memory:",
-                                                 f"--IPKernelApp.exec_lines=[\"{KERNEL_PRELOAD}\"]"], env=env))
+                                                 f"--IPKernelApp.code_to_run={KERNEL_PRELOAD}"], env=env))
     return km
 
 
@@ -370,6 +374,19 @@ def discard_warm(kernel: WarmKernel) -> None:
     shutil.rmtree(kernel.findings_path.parent, ignore_errors=True)
 
 
+@contextmanager
+def kernel_ahead(archive_dir: str | os.PathLike[str] | None = None) -> Iterator[WarmKernel]:
+    """A kernel booting while the caller validates the run (``prepare`` imports papermill): on two cores this
+    overlaps the kernel's start-up and pre-imports with the runner's own. Discarded if the block raises (a run
+    refused by ``prepare`` leaves no kernel behind); :func:`run_notebook` stops it otherwise."""
+    kernel = warm_kernel(archive_dir)
+    try:
+        yield kernel
+    except BaseException:
+        discard_warm(kernel)
+        raise
+
+
 def _local_root(archive_dir: str | os.PathLike[str] | None) -> tuple[Path, str]:
     """(local archive root, remote URI or ''): an ``s3://`` archive is written locally first, then uploaded."""
     text = str(archive_dir or os.environ.get(archive.ARCHIVE_ENV) or "")
@@ -468,9 +485,12 @@ def _execute(plan: RunPlan, km: Any, out_nb: Path) -> tuple[str, str, BaseExcept
         import papermill
         from papermill.exceptions import PapermillExecutionError
 
+        from .papermill_engine import register_runner_engine
+
         try:
             papermill.execute_notebook(
                 str(plan.notebook), str(out_nb), parameters=plan.parameters, kernel_name=KERNEL_NAME,
+                engine_name=register_runner_engine(),
                 progress_bar=False, log_output=False, request_save_on_cell_execute=True,
                 execution_timeout=plan.cell_timeout, cwd=str(plan.notebook.parent), km=km,
                 **({"on_cell_start": section_progress(plan.notebook)} if plan.progress else {}),

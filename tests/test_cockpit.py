@@ -138,6 +138,28 @@ def test_a_cell_run_before_the_start_cell_fails_with_one_line_saying_what_to_run
     assert "run the cells above this one first" in error["traceback"][0]
 
 
+def test_a_kernel_the_runner_starts_has_its_preload_and_the_out_of_order_hint(tmp_path):
+    """The runner's kernels (runbook run, the alert executors) add a preload to the kernel spec's start-up line;
+    both must take effect (a second exec_lines option once turned both into inert strings)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from runbook_lib import runner
+
+    warm = runner.warm_kernel(tmp_path / "arch")
+    probe = ("import sys\nprint(sorted(m for m in sys.modules if m in ('pandas', 'runbook_lib.charts', "
+             "'runbook_lib.incident')))\ninc.report")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(probe)])
+    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python (runbook)", "language": "python"}
+    try:
+        NotebookClient(nb, km=warm.km, timeout=60, allow_errors=True).execute()
+    finally:
+        runner.discard_warm(warm)
+    printed, error = nb.cells[0].outputs
+    assert printed["text"].strip() == "['pandas', 'runbook_lib.charts', 'runbook_lib.incident']"
+    assert error["ename"] == "NameError" and error["traceback"] == [HINT.format(name="inc")]
+
+
 def test_rerunning_the_start_cell_leaves_one_diagnostic_session_and_the_summary_keeps_updating(kernel, sandbox,
                                                                                               sessions):
     admin = sandbox.postgres.admin_dsn
