@@ -94,6 +94,13 @@ def _environment_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--env", help="environment name under params/environments/")(f)
 
 
+def _notebook_run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """NOTEBOOK, --incident, the environment and the parameters: what names one run (run, watch)."""
+    f = _environment_options(_parameter_options(f))
+    f = click.option("--incident", required=True, help="incident id (letters, digits, . _ -)")(f)
+    return click.argument("notebook", shell_complete=_notebook_names)(f)
+
+
 def _archive_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--archive", help=_ARCHIVE_HELP)(f)
 
@@ -170,10 +177,7 @@ def cli() -> None:
 
 @cli.command(cls=ParameterCommand, epilog="\b\nExample:\n  runbook run database_pressure --incident INC-7 --env "
              "production -p sample_seconds 10 -f incident-params.yaml")
-@click.argument("notebook", shell_complete=_notebook_names)
-@click.option("--incident", required=True, help="incident id (letters, digits, . _ -)")
-@_environment_options
-@_parameter_options
+@_notebook_run_options
 @_archive_option
 @click.option("--cell-timeout", type=int, default=300, show_default=True, help="seconds one cell may run")
 @click.option("--fail-on", type=click.Choice(["crit", "error", "warn"]),
@@ -313,10 +317,7 @@ def compare(run_a: str, run_b: str, archive: str | None, as_json: bool) -> int:
 
 @cli.command(cls=ParameterCommand, epilog="\b\nExample:\n  runbook watch queue_backlog --incident INC-7 --env "
              "production --every 2m --until-clear")
-@click.argument("notebook", shell_complete=_notebook_names)
-@click.option("--incident", required=True, help="incident id")
-@_environment_options
-@_parameter_options
+@_notebook_run_options
 @click.option("--every", default="5m", show_default=True, help="interval between runs")
 @click.option("--until-clear", is_flag=True, help="stop when nothing is warn, crit or error")
 @click.option("--timeout", default="2h", show_default=True, help="give up after this long")
