@@ -18,14 +18,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 
 from .errors import RunbookError
-
-if TYPE_CHECKING:
-    from .server import Metrics, Spool
 
 DAG_ID = "runbook_incident"
 TOKEN_ENV, USER_ENV, PASSWORD_ENV = "RUNBOOK_AIRFLOW_TOKEN", "RUNBOOK_AIRFLOW_USERNAME", "RUNBOOK_AIRFLOW_PASSWORD"
@@ -145,10 +143,28 @@ def dag_conf(job: dict[str, Any]) -> dict[str, Any]:
     return {**conf, "environment": job["environment"]} if job.get("environment") else conf
 
 
+class JobQueue(Protocol):
+    """What the dispatch takes jobs from (``server.Spool``)."""
+
+    cond: threading.Condition
+
+    def claim(self, stop: threading.Event) -> tuple[Path, dict[str, Any]] | None: ...
+
+    def finish(self, running: Path, job: dict[str, Any], result: dict[str, Any]) -> None: ...
+
+
+class DispatchMetrics(Protocol):
+    """What the dispatch counts (``server.Metrics``)."""
+
+    def handoff_retry(self, reason: str) -> None: ...
+
+    def run_finished(self, ok: bool, latency_s: float) -> None: ...
+
+
 class AirflowDispatch:
     """``size`` threads that take spooled jobs and hand each to Airflow; same start/shutdown as the executors."""
 
-    def __init__(self, spool: Spool, metrics: Metrics, client: AirflowClient, size: int) -> None:
+    def __init__(self, spool: JobQueue, metrics: DispatchMetrics, client: AirflowClient, size: int) -> None:
         self.spool, self.metrics, self.client, self.size = spool, metrics, client, size
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []

@@ -485,7 +485,7 @@ def _execute(plan: RunPlan, km: Any, out_nb: Path) -> tuple[str, str, BaseExcept
         import papermill
         from papermill.exceptions import PapermillExecutionError
 
-        from .papermill_engine import register_runner_engine
+        from .engine import register_runner_engine
 
         try:
             papermill.execute_notebook(
