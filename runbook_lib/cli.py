@@ -208,15 +208,19 @@ def run(notebook: str, incident: str, env: str | None, env_file: str | None, par
 @click.argument("executed", type=click.Path(dir_okay=False))
 @click.option("--incident", help="incident id (default: the one the notebook's parameters name)")
 @click.option("--notebook", help="notebook name in the record (default: the one its report names)")
+@click.option("--alert", "alert_file", type=click.Path(dir_okay=False), help="a JSON file holding the alert behind "
+              "the run (as runbook serve --airflow hands it to the DAG), kept in run.json")
 @_archive_option
 @_json_option
-def record(executed: str, incident: str | None, notebook: str | None, archive: str | None, as_json: bool) -> int:
+def record(executed: str, incident: str | None, notebook: str | None, alert_file: str | None, archive: str | None,
+           as_json: bool) -> int:
     """Archive a notebook executed elsewhere (papermill, Airflow's PapermillOperator) as a record, sealed as
     runbook run seals its own."""
     from .console import show_result
-    from .record import record_executed
+    from .record import read_alert, record_executed
 
-    result = record_executed(executed, incident_id=incident, notebook=notebook, archive_dir=archive)
+    alert = read_alert(alert_file) if alert_file else None
+    result = record_executed(executed, incident_id=incident, notebook=notebook, archive_dir=archive, alert=alert)
     show_result(result, as_json)
     return EXIT_OK if result.status == "ok" else EXIT_RUN_FAILED
 

@@ -138,8 +138,10 @@ def dag_run_id(job: dict[str, Any]) -> str:
 
 
 def dag_conf(job: dict[str, Any]) -> dict[str, Any]:
-    """The DAG's params for a spool job (``runbook_incident``'s notebook, incident, environment, parameters)."""
-    conf = {"notebook": job["notebook"], "incident": job["incident_id"], "parameters": job.get("parameters") or {}}
+    """The DAG's params for a spool job: ``runbook_incident``'s notebook, incident, environment and parameters, and
+    the alert (redacted when spooled, with its route and job id) that the record keeps, as a local run's does."""
+    conf = {"notebook": job["notebook"], "incident": job["incident_id"], "parameters": job.get("parameters") or {},
+            "alert": {**(job.get("alert") or {}), "route": job.get("route"), "job_id": job["id"]}}
     return {**conf, "environment": job["environment"]} if job.get("environment") else conf
 
 

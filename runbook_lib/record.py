@@ -65,9 +65,11 @@ def _literal_assignments(source: str) -> dict[str, Any]:
 
 
 def record_executed(path: str | os.PathLike[str], *, incident_id: str | None = None, notebook: str | None = None,
-                    archive_dir: str | os.PathLike[str] | None = None, command: str = "") -> RunResult:
+                    archive_dir: str | os.PathLike[str] | None = None, command: str = "",
+                    alert: dict[str, Any] | None = None) -> RunResult:
     """Make the executed notebook at ``path`` a record of ``incident_id`` (default: the incident its report
-    named). A notebook without a runbook report's findings is refused: it would be a record that says nothing."""
+    named); ``alert``, the alert behind the run, goes into run.json as an alert run's does. A notebook without a
+    runbook report's findings is refused: it would be a record that says nothing."""
     import nbformat
 
     source = Path(path)
@@ -86,8 +88,22 @@ def record_executed(path: str | os.PathLike[str], *, incident_id: str | None = N
     name = notebook or str(payload.get("notebook") or "") or _papermill_input(nb) or source.stem
     failure = run_failure(nb)
     provenance = Provenance(mode="recorded", command=command or f"runbook record {source.name}",
-                            status="failed" if failure else "ok", reason=failure)
+                            status="failed" if failure else "ok", reason=failure,
+                            fields={"alert": alert} if alert else {})
     return archive_executed(source, incident, name, findings, run_parameters(nb), archive_dir, provenance)
+
+
+def read_alert(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The alert a run was handed with (a JSON object, as the receiver spooled it), for ``runbook record --alert``."""
+    import json
+
+    try:
+        alert = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RunbookError(f"--alert {path}: {type(e).__name__}: {str(e)[:120]}") from None
+    if not isinstance(alert, dict):
+        raise RunbookError(f"--alert {path}: expected a JSON object")
+    return alert
 
 
 def _papermill_input(nb: Any) -> str:

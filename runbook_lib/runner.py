@@ -529,6 +529,7 @@ class Provenance:
     command: str = "inc.archive()"
     status: str = "ok"
     reason: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)  # more of run.json, e.g. the alert behind the run
 
 
 def archive_executed(executed: Path, incident_id: str, notebook: str, findings: list[Finding],
@@ -544,7 +545,8 @@ def archive_executed(executed: Path, incident_id: str, notebook: str, findings: 
     stage = archive.begin(root, incident_id, notebook, {
         "parameters": json.loads(redact(json.dumps(parameters, default=str))), "environment": env_name,
         "kernel": KERNEL_NAME, "versions": _versions(), "host": socket.gethostname(),
-        "command": provenance.command, "mode": provenance.mode})
+        "command": provenance.command, "mode": provenance.mode,
+        **json.loads(redact(json.dumps(provenance.fields, default=str)))})
     shutil.copyfile(executed, stage.file("notebook.ipynb"))
     result = seal(stage, findings, provenance.status, provenance.reason, secret_values)
     if remote:

@@ -137,14 +137,18 @@ def test_serve_hands_each_alert_to_airflow_which_runs_and_records_it(running_air
     finally:
         staged.stop()
     assert dag_run["state"] == "success", dag_run
-    assert dag_run["conf"] == {"notebook": "database_pressure", "incident": "AFH-main", "environment": "local",
-                               "parameters": {"sample_seconds": 0.2}}
+    conf = dict(dag_run["conf"])
+    alert = conf.pop("alert")
+    assert conf == {"notebook": "database_pressure", "incident": "AFH-main", "environment": "local",
+                    "parameters": {"sample_seconds": 0.2}}
+    assert (alert["fingerprint"], alert["route"], alert["job_id"]) == ("fp-afh", "db", job["id"])
     runs = api.get("/dags/runbook_incident/dagRuns").json()
     assert runs["total_entries"] == 1  # one alert, one duplicate: one DAG run
 
     record = only_record(Path(env["RUNBOOK_ARCHIVE"]), "AFH-main")
     run = json.loads((record / "run.json").read_text())
     assert run["mode"] == "recorded" and run["status"] == "ok" and run["parameters"]["sample_seconds"] == 0.2
+    assert run["alert"] == alert  # the retro sees which alert made this record, as with a local run
     findings = {f["key"]: f for f in json.loads((record / "findings.json").read_text())}
     assert findings[f"pg.blocking:pid:{staged.pids['blocker']}"]["severity"] == "crit"
     verified = run_cli("archive", "verify", "--archive", env["RUNBOOK_ARCHIVE"])

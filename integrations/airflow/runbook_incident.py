@@ -2,7 +2,8 @@
 sealed as an incident record by ``runbook record`` (a run whose cells failed is recorded too, as ``failed``).
 
 Trigger it with a conf such as ``{"notebook": "database_pressure", "incident": "INC-7", "environment": "production",
-"parameters": {"sample_seconds": 5}}``. The workers need, in their environment:
+"parameters": {"sample_seconds": 5}}``; ``runbook serve --airflow`` adds ``"alert"``, the alert behind the run, which
+the record keeps in run.json. The workers need, in their environment:
 
 - ``RUNBOOK_HOME``: the checkout (or installed copy) holding ``notebooks/``;
 - ``RUNBOOK_BIN``: the ``runbook`` command of its virtualenv;
@@ -14,12 +15,15 @@ Trigger it with a conf such as ``{"notebook": "database_pressure", "incident": "
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import tempfile
 from datetime import datetime
+from typing import Any
 
 from airflow.providers.papermill.operators.papermill import PapermillOperator
-from airflow.providers.standard.operators.bash import BashOperator
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Param, task
 
 HOME = os.environ.get("RUNBOOK_HOME", "/opt/runbook")
 RUNBOOK = os.environ.get("RUNBOOK_BIN", "runbook")
@@ -39,6 +43,7 @@ with DAG(
         "incident": Param("adhoc", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
         "environment": Param("local", type="string"),
         "parameters": Param({}, type="object"),
+        "alert": Param({}, type="object"),
     },
 ) as dag:
     # run_id, not ts_nodash: a run triggered through the REST API (as runbook serve --airflow does) has no logical
@@ -51,9 +56,23 @@ with DAG(
         kernel_name="runbook",
         parameters="{{ dict(params.parameters, incident_id=params.incident, environment=params.environment) }}",
     )
-    record = BashOperator(
-        task_id="record",
-        bash_command=f"{RUNBOOK} record {executed} --incident " + "{{ params.incident }}",
-        trigger_rule="all_done",  # a notebook that failed part-way is still a record of what it found
-    )
-    run_notebook >> record
+
+    @task(task_id="record", trigger_rule="all_done")  # a notebook that failed part-way is still a record of what
+    def record(params: dict[str, Any] | None = None, run_id: str | None = None) -> str:  # it found
+        """``runbook record`` on the executed notebook, the alert (if any) passed as a file: no shell, no quoting."""
+        assert params is not None and run_id is not None
+        notebook_file = f"{WORK}/{params['incident']}-{params['notebook']}-{run_id}.ipynb"
+        command = [RUNBOOK, "record", notebook_file, "--incident", params["incident"]]
+        with tempfile.TemporaryDirectory(dir=WORK) as private:
+            if params.get("alert"):
+                alert_file = os.path.join(private, "alert.json")
+                with open(alert_file, "w") as f:
+                    json.dump(params["alert"], f)
+                command += ["--alert", alert_file]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        print(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise RuntimeError(f"runbook record exited {done.returncode}: {done.stderr.strip()[-500:]}")
+        return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+    run_notebook >> record()
