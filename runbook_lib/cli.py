@@ -170,9 +170,10 @@ def cli() -> None:
     Files it creates are private to the user (0600, directories 0700) unless RUNBOOK_UMASK says otherwise (e.g. 027
     to share records with a group)."""
     os.umask(int(os.environ.get("RUNBOOK_UMASK", "077"), 8))
-    from .runner import quiet_libraries
+    from .runner import quiet_libraries, skip_unused_imports
 
     quiet_libraries()
+    skip_unused_imports()
 
 
 @cli.command(cls=ParameterCommand, epilog="\b\nExample:\n  runbook run database_pressure --incident INC-7 --env "

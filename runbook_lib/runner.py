@@ -72,6 +72,20 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+# Imported by libraries we load only for checks this process never makes: jsonschema (through nbformat) compiles
+# rfc3987-syntax's Lark grammars for its "iri" formats when the package is installed (JupyterLab brings it), about
+# 2 s of a 5 s run here; nbformat validates no formats.
+UNUSED_IMPORTS = ("rfc3987_syntax",)
+
+
+def skip_unused_imports() -> None:
+    """Mark :data:`UNUSED_IMPORTS` absent in this process (the CLI, the alert executors; not kernels, not JupyterLab),
+    so a library that tries them (``with suppress(ImportError)``) goes on without them."""
+    for name in UNUSED_IMPORTS:
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]
+
+
 def list_notebooks() -> list[str]:
     """Names of the runnable notebooks."""
     return sorted(p.stem for p in project_dir("notebooks").glob("*.ipynb"))

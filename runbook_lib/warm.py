@@ -21,6 +21,7 @@ def main(argv: list[str]) -> int:
     from . import runner
 
     runner.quiet_libraries()
+    runner.skip_unused_imports()
 
     importlib.import_module("papermill")  # imported once, before the first job
 
