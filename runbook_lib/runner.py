@@ -373,12 +373,20 @@ def kernel_env(findings_path: Path, root: Path) -> dict[str, str]:
 
 
 def warm_kernel(archive_dir: str | os.PathLike[str] | None = None) -> WarmKernel:
-    """Start a kernel now for a run that comes later (see :mod:`runbook_lib.warm`)."""
+    """Start a kernel now for a run that comes later (see :mod:`runbook_lib.warm`). Its findings file is in the
+    archive's private ``.runbook/warm/`` (beside the staging directories, so a run killed mid-way is recovered with
+    what it found, after a reboot too); in a temporary directory if the archive cannot be written, which the run's
+    own checks then report."""
     import tempfile
 
     ensure_kernelspec()
-    findings = Path(tempfile.mkdtemp(prefix="runbook-warm-")) / "findings.json"
     root = _local_root(archive_dir)[0]
+    try:
+        (root / ".runbook" / "warm").mkdir(parents=True, exist_ok=True)
+        private = tempfile.mkdtemp(prefix="kernel-", dir=root / ".runbook" / "warm")
+    except OSError:
+        private = tempfile.mkdtemp(prefix="runbook-warm-")
+    findings = Path(private) / "findings.json"
     return WarmKernel(start_kernel(kernel_env(findings, root)), findings)
 
 

@@ -142,9 +142,11 @@ def test_runner_killed_mid_run_leaves_a_record_marked_failed(tmp_path):
     proc = subprocess.Popen([*RUNBOOK, "run", "probe", "--incident", "INC-kill", "--archive", str(root)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        def partial_written() -> bool:
-            for f in root.glob("INC-kill/.staging-*/findings.json"):
-                return "test.partial" in f.read_text()
+        def partial_written() -> bool:  # where the kernel writes them: run.json's findings_source
+            for run_json in root.glob("INC-kill/.staging-*/run.json"):
+                source = Path(json.loads(run_json.read_text())["findings_source"])
+                assert source.is_relative_to(root)  # in the archive, not a temporary directory a reboot clears
+                return source.exists() and "test.partial" in source.read_text()
             return False
         wait_for(partial_written, timeout=60, interval=0.2)
         assert archive.list_records(root, "INC-kill") == []  # nothing half-written is visible
