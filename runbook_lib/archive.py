@@ -238,6 +238,7 @@ def recover_interrupted(root: Path) -> list[Path]:
     recovered: list[Path] = []
     for staging_dir in (d for inc in incident_dirs(root) for d in inc.glob(f"{_STAGING_PREFIX}*")):
         if staging_dir.name.endswith(".init"):
+            remove_abandoned_init(staging_dir)
             continue
         meta = _staging_meta(staging_dir)
         if meta is None:
@@ -250,6 +251,28 @@ def recover_interrupted(root: Path) -> list[Path]:
             continue  # another process is finalising it
         recovered.append(finalize_interrupted(root, claimed, meta, f"interrupted: runner process {pid} died mid-run"))
     return recovered
+
+
+INIT_GRACE_S = 60.0  # a staging directory still being built after this long, with no run.json, was abandoned
+
+
+def remove_abandoned_init(building: Path) -> bool:
+    """Remove a staging directory whose builder (:func:`begin`) was killed before it renamed it into place: its run
+    never started, so it holds no evidence, and the job that made it runs again. Its builder is known dead from
+    run.json's ``runner_pid``; without a readable run.json, once it is :data:`INIT_GRACE_S` old."""
+    import time
+
+    try:
+        pid = int(json.loads((building / "run.json").read_text()).get("runner_pid") or 0)
+    except (OSError, ValueError):
+        pid = 0
+    try:
+        if (pid and _pid_alive(pid)) or (not pid and time.time() - building.stat().st_mtime < INIT_GRACE_S):
+            return False
+    except OSError:
+        return False
+    shutil.rmtree(building, ignore_errors=True)
+    return True
 
 
 _CLAIM = ".recovering-"

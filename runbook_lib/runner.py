@@ -359,6 +359,7 @@ class WarmKernel:
 
     km: Any
     findings_path: Path
+    created: tuple[Path, ...] = ()  # directories made for it that did not exist, deepest last
 
 
 def kernel_env(findings_path: Path, root: Path) -> dict[str, str]:
@@ -381,19 +382,27 @@ def warm_kernel(archive_dir: str | os.PathLike[str] | None = None) -> WarmKernel
 
     ensure_kernelspec()
     root = _local_root(archive_dir)[0]
+    warm = root / ".runbook" / "warm"
+    created = tuple(d for d in (root, root / ".runbook", warm) if not d.exists())
     try:
-        (root / ".runbook" / "warm").mkdir(parents=True, exist_ok=True)
-        private = tempfile.mkdtemp(prefix="kernel-", dir=root / ".runbook" / "warm")
+        warm.mkdir(parents=True, exist_ok=True)
+        private = tempfile.mkdtemp(prefix="kernel-", dir=warm)
     except OSError:
-        private = tempfile.mkdtemp(prefix="runbook-warm-")
+        created, private = (), tempfile.mkdtemp(prefix="runbook-warm-")
     findings = Path(private) / "findings.json"
-    return WarmKernel(start_kernel(kernel_env(findings, root)), findings)
+    return WarmKernel(start_kernel(kernel_env(findings, root)), findings, created)
 
 
 def discard_warm(kernel: WarmKernel) -> None:
-    """Stop a warm kernel that will not run (or did not finish) a job, and remove its private directory."""
+    """Stop a warm kernel that will not run (or did not finish) a job and remove its private directory, and the
+    directories made for it if they are empty: a run refused before it starts leaves no trace in the archive."""
     stop_kernel(kernel.km)
     shutil.rmtree(kernel.findings_path.parent, ignore_errors=True)
+    for directory in reversed(kernel.created):
+        try:
+            directory.rmdir()
+        except OSError:  # not empty (another run uses it) or already gone
+            pass
 
 
 @contextmanager

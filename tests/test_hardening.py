@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -223,6 +224,25 @@ def test_bad_incident_ids_unwritable_archives_and_hostile_yaml_are_one_line_erro
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+
+
+def test_a_staging_directory_abandoned_while_being_built_is_removed_once_its_builder_is_gone(tmp_path):
+    """begin() builds a staging directory as ``.init`` and renames it into place; a kill in between left it there
+    for ever (seen in the kill matrix). Its run never started, so recovery removes it once the builder is dead."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    inc = tmp_path / "I-1"
+    cases = {"dead": {"runner_pid": dead.pid}, "alive": {"runner_pid": os.getpid()}, "unwritten": None,
+             "unwritten-old": None}
+    for name, run in cases.items():
+        d = inc / f".staging-20261130T000000Z-probe-{name}.init"
+        d.mkdir(parents=True)
+        if run is not None:
+            (d / "run.json").write_text(json.dumps({"status": "running", **run}))
+    old = inc / ".staging-20261130T000000Z-probe-unwritten-old.init"
+    os.utime(old, (time.time() - archive.INIT_GRACE_S - 5,) * 2)
+    assert archive.recover_interrupted(tmp_path) == []  # nothing to finalise: none of them ever ran
+    assert sorted(p.name.split("-probe-")[1] for p in inc.iterdir()) == ["alive.init", "unwritten.init"]
 
 
 def test_files_are_private_to_the_user_unless_told(tmp_path):
