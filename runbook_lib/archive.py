@@ -253,6 +253,7 @@ def recover_interrupted(root: Path) -> list[Path]:
     return recovered
 
 
+WARM_DIR = ".runbook/warm"  # kernels started ahead of their run write findings here (runner.warm_kernel)
 INIT_GRACE_S = 60.0  # a staging directory still being built after this long, with no run.json, was abandoned
 
 
@@ -314,6 +315,8 @@ def finalize_interrupted(root: Path, staging_dir: Path, meta: dict[str, Any], re
     source = Path(meta.get("findings_source") or staging_dir / "findings.json")
     if source != staging_dir / "findings.json" and source.is_file():
         shutil.copyfile(source, staging_dir / "findings.json")
+        if source.parent.parent == root / WARM_DIR:  # the killed run's kernel directory: now in the record
+            shutil.rmtree(source.parent, ignore_errors=True)
     _complete_interrupted(staging_dir, reason)
     st = Staging(root, staging_dir.parent.name, meta.get("notebook") or "unknown", started, staging_dir, meta)
     return st.finalize(status="failed", reason=reason)

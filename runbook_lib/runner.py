@@ -382,8 +382,8 @@ def warm_kernel(archive_dir: str | os.PathLike[str] | None = None) -> WarmKernel
 
     ensure_kernelspec()
     root = _local_root(archive_dir)[0]
-    warm = root / ".runbook" / "warm"
-    created = tuple(d for d in (root, root / ".runbook", warm) if not d.exists())
+    warm = root / archive.WARM_DIR
+    created = tuple(d for d in (root, warm.parent, warm) if not d.exists())
     try:
         warm.mkdir(parents=True, exist_ok=True)
         private = tempfile.mkdtemp(prefix="kernel-", dir=warm)

@@ -158,6 +158,7 @@ def test_runner_killed_mid_run_leaves_a_record_marked_failed(tmp_path):
     run = json.loads((recovered[0] / "run.json").read_text())
     assert run["status"] == "failed" and "interrupted" in run["reason"]
     assert "test.partial:x" in (recovered[0] / "findings.json").read_text()
+    assert not any((root / archive.WARM_DIR).iterdir())  # the killed kernel's directory went into the record
     assert archive.verify(root) == []  # notebook, report and findings all there, hashed
 
 
