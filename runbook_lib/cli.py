@@ -123,11 +123,6 @@ def _parameters(parameters_file: str | None, pairs: Sequence[tuple[str, str]]) -
     return out
 
 
-def _one_environment(env: str | None, env_file: str | None) -> None:
-    if env and env_file:
-        raise click.UsageError("--env and --env-file: give one of them")
-
-
 def _duration(text: str) -> float:
     """``90s``, ``5m``, ``2h``, ``30d`` -> seconds."""
     import re
@@ -191,7 +186,6 @@ def run(notebook: str, incident: str, env: str | None, env_file: str | None, par
     from .console import show_result
     from .runner import kernel_ahead, prepare, run_notebook
 
-    _one_environment(env, env_file)
     with kernel_ahead(archive) as kernel:
         plan = prepare(notebook, incident, environment=env, env_file=env_file,
                        parameters=_parameters(parameters_file, parameter), archive_dir=archive,
@@ -338,11 +332,12 @@ def watch(notebook: str, incident: str, env: str | None, env_file: str | None,
     from .console import print_compare
     from .runner import kernel_ahead, prepare, run_notebook
 
-    _one_environment(env, env_file)
     interval, deadline = _duration(every), time.monotonic() + _duration(timeout)
     params = _parameters(parameters_file, parameter)
     previous = None
-    for round_no in range(1, sys.maxsize):
+    round_no = 0
+    while True:
+        round_no += 1
         with kernel_ahead(archive) as kernel:
             result = run_notebook(prepare(notebook, incident, environment=env, env_file=env_file,
                                           parameters=params, archive_dir=archive), kernel=kernel)
@@ -358,7 +353,6 @@ def watch(notebook: str, incident: str, env: str | None, env_file: str | None,
             print(f"runbook: watch timed out after {timeout} without clearing", file=sys.stderr)
             return EXIT_RUN_FAILED
         time.sleep(interval)
-    return EXIT_RUN_FAILED
 
 
 @cli.command("status-update", epilog="\b\nExample:\n  runbook status-update INC-7 --next-update 15m")

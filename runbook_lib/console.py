@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .findings import Finding, Severity, counts
+from .findings import Finding, Severity, counts, worst
 
 # ANSI styles per severity (the charts' colours are Severity.colour; a terminal has its own palette)
 _STYLE: dict[Severity, dict[str, Any]] = {
@@ -59,9 +59,8 @@ def verdict(findings: list[Finding]) -> str:
 
 
 def painted_verdict(findings: list[Finding]) -> str:
-    """The verdict line in the worst finding's colour."""
-    worst = min((f.severity for f in findings), key=lambda s: s.rank, default=None)
-    return paint(verdict(findings), worst)
+    """The verdict line in the worst finding's colour; uncoloured when nothing reported (UNKNOWN is not ok)."""
+    return paint(verdict(findings), worst(findings) if findings else None)
 
 
 def result_json(result: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ token expires).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 import httpx
 
 from .errors import RunbookError
+from .redact import redact
 
 DAG_ID = "runbook_incident"
 TOKEN_ENV, USER_ENV, PASSWORD_ENV = "RUNBOOK_AIRFLOW_TOKEN", "RUNBOOK_AIRFLOW_USERNAME", "RUNBOOK_AIRFLOW_PASSWORD"
@@ -59,6 +61,7 @@ class AirflowClient:
 
     def __init__(self, url: str, dag_id: str = DAG_ID, timeout_s: float = 10.0) -> None:
         self.base, self.dag_id = url.rstrip("/"), dag_id
+        self.shown = redact(self.base)  # the URL as messages may show it (no password in it)
         self.http = httpx.Client(base_url=self.base, timeout=httpx.Timeout(timeout_s, connect=5.0))
         self.token = os.environ.get(TOKEN_ENV) or None
         self.login = (os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV))
@@ -73,11 +76,11 @@ class AirflowClient:
         try:
             reply = self._request("GET", f"/api/v2/dags/{self.dag_id}")
         except HandoffUnavailable as e:
-            raise RunbookError(f"Airflow at {self.base}: {e}") from None
+            raise RunbookError(f"Airflow at {self.shown}: {redact(str(e))}") from None
         except HandoffRefused as e:
-            raise RunbookError(f"Airflow at {self.base} refused: {e}") from None
+            raise RunbookError(f"Airflow at {self.shown} refused: {e}") from None
         if reply.status_code != 200:
-            raise RunbookError(f"Airflow at {self.base}: DAG {self.dag_id}: HTTP {reply.status_code}")
+            raise RunbookError(f"Airflow at {self.shown}: DAG {self.dag_id}: HTTP {reply.status_code}")
 
     def trigger(self, dag_run_id: str, conf: dict[str, Any]) -> Handoff:
         """Create the DAG run, or find the one an earlier attempt created (409)."""
@@ -87,7 +90,7 @@ class AirflowClient:
         if not created:
             reply = self._request("GET", f"{path}/{dag_run_id}")
         state = str(reply.json().get("state", "")) if reply.status_code == 200 else ""
-        return Handoff(self.dag_id, dag_run_id, state, created, f"{self.base}/dags/{self.dag_id}/runs/{dag_run_id}")
+        return Handoff(self.dag_id, dag_run_id, state, created, f"{self.shown}/dags/{self.dag_id}/runs/{dag_run_id}")
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One call with a bearer token (fetched again once on 401); 409 is returned to the caller."""
@@ -126,10 +129,11 @@ class AirflowClient:
 def _detail(reply: httpx.Response) -> str:
     """Airflow's own words for a refusal, short."""
     try:
-        detail = reply.json().get("detail", reply.text)
+        body = reply.json()
     except ValueError:
-        detail = reply.text
-    return str(detail)[:300]
+        body = None
+    detail = body.get("detail", reply.text) if isinstance(body, dict) else reply.text
+    return redact(str(detail))[:300]
 
 
 def dag_run_id(job: dict[str, Any]) -> str:
@@ -158,7 +162,7 @@ class JobQueue(Protocol):
 class DispatchMetrics(Protocol):
     """What the dispatch counts (``server.Metrics``)."""
 
-    def handoff_retry(self, reason: str) -> None: ...
+    def handoff_retry(self) -> None: ...
 
     def run_finished(self, ok: bool, latency_s: float) -> None: ...
 
@@ -198,7 +202,10 @@ class AirflowDispatch:
             except HandoffRefused as e:
                 return {"status": "failed", "reason": f"Airflow refused the run: {e}"}
             except HandoffUnavailable as e:
-                self.metrics.handoff_retry(str(e))
+                self.metrics.handoff_retry()
+                if delay == 1.0:  # once per job: the counter says how often
+                    print(f"runbook serve: Airflow at {self.client.shown} unavailable for job {job['id']} "
+                          f"({redact(str(e))}); retrying", file=sys.stderr, flush=True)
                 self.stop.wait(delay)
                 delay = min(MAX_BACKOFF_S, delay * 2)
         return None

@@ -15,11 +15,11 @@ import platform
 import shutil
 import socket
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 from . import __version__, archive

@@ -196,7 +196,7 @@ class Metrics:
         self.deduplicated.inc(deduplicated)
         self.unrouted.inc(unrouted)
 
-    def handoff_retry(self, reason: str) -> None:
+    def handoff_retry(self) -> None:
         """Count one hand-off attempt Airflow could not take (the job is retried)."""
         self.handoff_retries.inc()
 

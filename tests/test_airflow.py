@@ -185,3 +185,33 @@ def test_a_hand_off_repeated_after_a_crash_finds_the_dag_run_instead_of_making_a
 
 def _finished(dag_run: dict) -> dict | None:
     return dag_run if dag_run.get("state") in ("success", "failed") else None
+
+
+def test_airflow_down_keeps_the_job_claimed_and_retrying_then_requeued_on_restart(tmp_path, monkeypatch, capfd):
+    """Nothing listens on the port (a real refused connection): the job is retried, counted and said once, never
+    failed; stopped, it stays claimed, and the next start queues it again. No password from the URL is shown."""
+    from runbook_lib import alerts
+    from runbook_lib.errors import RunbookError
+    from runbook_lib.handoff import AirflowClient, AirflowDispatch
+    from runbook_lib.server import Metrics, Spool
+
+    monkeypatch.setenv("RUNBOOK_AIRFLOW_TOKEN", "a-token-from-the-environment")
+    url = f"http://admin:hunter2-airflow@127.0.0.1:{free_port()}"
+    with pytest.raises(RunbookError) as refused:  # what serve says before it would listen
+        AirflowClient(url).check()
+    assert "hunter2-airflow" not in str(refused.value) and "ConnectError" in str(refused.value)
+
+    spool, metrics = Spool(tmp_path / "spool", 600), Metrics()
+    [alert] = alerts.parse_payload(am("fp-down", alertname="PostgresLocks"))
+    job = alerts.route(alert, alerts.load_routes(None))
+    assert job is not None
+    accepted = spool.accept(job, 0.0)
+    dispatch = AirflowDispatch(spool, metrics, AirflowClient(url), 1)
+    dispatch.start()
+    wait_for(lambda: (metrics.registry.get_sample_value("runbook_handoff_retries_total") or 0) >= 2, timeout=30,
+             interval=0.2)
+    dispatch.shutdown()
+    assert spool.counts() == {"queued": 0, "running": 1, "done": 0, "failed": 0, "duplicates": 0}
+    said = capfd.readouterr().err
+    assert said.count(f"unavailable for job {accepted['id']}") == 1 and "hunter2-airflow" not in said
+    assert Spool(tmp_path / "spool", 600).recover() == 1  # the next start re-queues it

@@ -121,3 +121,16 @@ def test_shell_completion_offers_commands_options_choices_and_notebooks(tmp_path
                                                                            "runbook")):
         other = run_cli("completion", shell)
         assert other.returncode == 0 and marker in other.stdout, other.stdout
+
+
+def test_a_verdict_with_nothing_reported_is_not_painted_as_ok(monkeypatch):
+    """On a terminal the verdict takes the worst finding's colour; "no check reported anything" has none, and must
+    not borrow ok's green."""
+    from runbook_lib import console
+    from runbook_lib.findings import Finding, Severity
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setattr(console.sys.stdout, "isatty", lambda: True)
+    assert console.painted_verdict([]) == "Verdict: UNKNOWN: no check reported anything"
+    ok = console.painted_verdict([Finding("pg.connections", "", Severity.OK, "Connections within limits")])
+    assert ok.startswith("\x1b[32m") and "nothing wrong found by the 1 checks" in ok
