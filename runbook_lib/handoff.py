@@ -52,7 +52,7 @@ class Handoff:
 
     def to_result(self) -> dict[str, Any]:
         """What the spool records for the job."""
-        return {"status": "ok", "handed_off": "airflow", "dag_id": self.dag_id, "dag_run_id": self.dag_run_id,
+        return {"status": "handed_off", "handed_off": "airflow", "dag_id": self.dag_id, "dag_run_id": self.dag_run_id,
                 "state": self.state, "created": self.created, "url": self.url}
 
 
@@ -164,6 +164,8 @@ class DispatchMetrics(Protocol):
 
     def handoff_retry(self) -> None: ...
 
+    def run_handed_off(self, latency_s: float) -> None: ...
+
     def run_finished(self, ok: bool, latency_s: float) -> None: ...
 
 
@@ -191,7 +193,11 @@ class AirflowDispatch:
             if result is None:  # stopping mid-retry: the job stays claimed and is queued again on restart
                 return
             self.spool.finish(path, job, result)
-            self.metrics.run_finished(result["status"] == "ok", time.time() - float(job.get("received_at", 0)))
+            latency = time.time() - float(job.get("received_at", 0))
+            if result["status"] == "handed_off":
+                self.metrics.run_handed_off(latency)
+            else:
+                self.metrics.run_finished(False, latency)
 
     def _hand_off(self, job: dict[str, Any]) -> dict[str, Any] | None:
         """Trigger the DAG run, retrying while Airflow is unavailable; None when stopped first."""

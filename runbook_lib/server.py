@@ -31,6 +31,7 @@ MAX_ALERTS = 100          # alerts in one payload; a bigger payload is refused (
 MAX_QUEUED = 500          # runs waiting; past it the receiver answers 503 with Retry-After (Alertmanager retries)
 BODY_DEADLINE_S = 10.0    # a body not received in full by then is refused (408)
 MIN_SECRET_CHARS = 32
+DONE_STATUSES = ("ok", "handed_off")  # handed_off: Airflow holds the run; its outcome is Airflow's, not "ok"
 TOKEN_ENV, SECRET_ENV = "RUNBOOK_WEBHOOK_TOKEN", "RUNBOOK_WEBHOOK_SECRET"
 
 
@@ -150,7 +151,8 @@ class Spool:
         return None
 
     def finish(self, running: Path, job: dict[str, Any], result: dict[str, Any]) -> None:
-        ok = result.get("status") == "ok"
+        """File the job under ``done/`` (run completed, or handed to Airflow) or ``failed/``, with its result."""
+        ok = result.get("status") in DONE_STATUSES
         job.update(result=redact_tree(result), finished_at=time.time())
         _fsync_write(self.root / ("done" if ok else "failed") / running.name, job)
         running.unlink(missing_ok=True)
@@ -186,6 +188,8 @@ class Metrics:
         self.running = Gauge("runbook_runs_running", "runs executing now", registry=r)
         self.latency = Histogram("runbook_run_latency_seconds", "alert received to record sealed (or, with "
                                  "--airflow, to the DAG run created)", buckets=self.LATENCY_BUCKETS, registry=r)
+        self.handed_off = Counter("runbook_runs_handed_off", "runs handed to Airflow as DAG runs (their outcome "
+                                  "is Airflow's, not counted as succeeded)", registry=r)
         self.handoff_retries = Counter("runbook_handoff_retries", "hand-offs to Airflow retried because it was "
                                        "unreachable or answered 5xx", registry=r)
 
@@ -199,6 +203,11 @@ class Metrics:
     def handoff_retry(self) -> None:
         """Count one hand-off attempt Airflow could not take (the job is retried)."""
         self.handoff_retries.inc()
+
+    def run_handed_off(self, latency_s: float) -> None:
+        """Count one run Airflow now holds (alert received to DAG run created)."""
+        self.handed_off.inc()
+        self.latency.observe(max(0.0, latency_s))
 
     def run_finished(self, ok: bool, latency_s: float) -> None:
         (self.succeeded if ok else self.failed).inc()

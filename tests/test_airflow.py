@@ -132,6 +132,9 @@ def test_serve_hands_each_alert_to_airflow_which_runs_and_records_it(running_air
         handed = wait_for(lambda: server.done().get(job["id"]), timeout=60, interval=0.5)
         result = handed["result"]
         assert handed["_where"] == "done" and result["handed_off"] == "airflow" and result["created"] is True
+        assert result["status"] == "handed_off"  # Airflow holds the run: not a claim that it succeeded
+        exposed = httpx.get(server.url + "/metrics", timeout=10).text
+        assert "runbook_runs_handed_off_total 1.0" in exposed and "runbook_runs_succeeded_total 0.0" in exposed
         run_path = f"/dags/runbook_incident/dagRuns/{result['dag_run_id']}"
         dag_run = wait_for(lambda: _finished(api.get(run_path).json()), timeout=300, interval=2)
     finally:
